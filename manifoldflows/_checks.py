@@ -1,0 +1,73 @@
+"""Input validation shared by transforms and distributions (internal)."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor, nn
+
+from .errors import InvalidInput
+from .spaces import Space
+
+__all__ = ["reference_tensor", "check_points", "check_context", "context_batch_shape"]
+
+
+def reference_tensor(module: nn.Module) -> Tensor | None:
+    """First floating-point parameter or buffer of ``module`` (gives its dtype and device)."""
+    for t in itertools.chain(module.parameters(), module.buffers()):
+        if torch.is_floating_point(t):
+            return t
+    return None
+
+
+def check_points(module: nn.Module, x: Tensor, space: Space, who: str) -> None:
+    """Check that ``x`` is a batch of points of ``space`` matching ``module``'s dtype and device."""
+    space.check_point(x, who)
+    ref = reference_tensor(module)
+    if ref is not None and torch.is_floating_point(x):
+        if x.device != ref.device:
+            raise InvalidInput(
+                f"{who}: expected input on device {ref.device} (where the layer's parameters "
+                f"are), got {x.device}"
+            )
+        if x.dtype != ref.dtype:
+            raise InvalidInput(
+                f"{who}: expected input of dtype {ref.dtype} (the layer's parameter dtype), "
+                f"got {x.dtype}; convert the input or call .to({x.dtype}) on the layer"
+            )
+
+
+def check_context(
+    context: Tensor | None, context_dim: int | None, batch_shape: torch.Size, x: Tensor, who: str
+) -> None:
+    """Check a context tensor against the expected feature size and the input's batch shape."""
+    if context_dim is None:
+        return
+    if context is None:
+        raise InvalidInput(f"{who}: expected a context tensor with {context_dim} features, got None")
+    if not isinstance(context, Tensor):
+        raise InvalidInput(f"{who}: expected a context tensor, got {type(context).__name__}")
+    if context.dim() == 0 or context.shape[-1] != context_dim:
+        raise InvalidInput(
+            f"{who}: expected context of shape (..., {context_dim}), got {tuple(context.shape)}"
+        )
+    if context.device != x.device or context.dtype != x.dtype:
+        raise InvalidInput(
+            f"{who}: expected context with the input's dtype {x.dtype} on {x.device}, "
+            f"got {context.dtype} on {context.device}"
+        )
+    try:
+        torch.broadcast_shapes(context.shape[:-1], batch_shape)
+    except RuntimeError:
+        raise InvalidInput(
+            f"{who}: context batch shape {tuple(context.shape[:-1])} does not broadcast with "
+            f"the input batch shape {tuple(batch_shape)}"
+        ) from None
+    if not bool(torch.isfinite(context).all()):
+        raise InvalidInput(f"{who}: expected a finite context, got NaN/inf values")
+
+
+def context_batch_shape(context: Tensor | None) -> torch.Size:
+    """Batch shape carried by a context tensor (empty without one)."""
+    return torch.Size() if context is None else context.shape[:-1]

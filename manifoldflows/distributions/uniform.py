@@ -1,0 +1,45 @@
+"""The uniform distribution on any compact space."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..spaces import Interval, Space
+from .base import Distribution
+
+__all__ = ["Uniform"]
+
+
+class Uniform(Distribution):
+    """Uniform distribution on a compact space (a box, and later circles, tori, spheres, SO(3)).
+
+    Arguments:
+        space: a compact :class:`~manifoldflows.spaces.Space`, or ``low`` when ``high`` and
+            ``d`` follow (shorthand for ``Uniform(Interval(low, high, d))``).
+
+    Example:
+        >>> u = Uniform(0.0, 2.0, 3)
+        >>> float(u.log_prob(torch.ones(3)))  # -3 log 2
+        -2.0794415416798357
+    """
+
+    def __init__(self, space: Space | float, high: float | None = None, d: int = 1):
+        if not isinstance(space, Space):
+            if high is None:
+                raise ValueError("Uniform: give a compact space or (low, high, d)")
+            space = Interval(float(space), float(high), d)
+        if not space.is_compact:
+            raise ValueError(f"Uniform: {space!r} is not compact, it has no uniform distribution")
+        super().__init__(space)
+        self.register_buffer("_anchor", torch.zeros(()), persistent=False)
+
+    def extra_repr(self) -> str:
+        return repr(self.space)
+
+    def _rsample(self, shape, context, generator) -> Tensor:
+        a = self._anchor
+        return self.space.random_uniform(shape, dtype=a.dtype, device=a.device, generator=generator)
+
+    def _log_prob(self, x: Tensor, context) -> Tensor:
+        return self.space.uniform_log_prob(x)
