@@ -149,7 +149,7 @@ class Chain(Transform):
     Example:
         >>> import torch
         >>> from manifoldflows.transforms import ActNorm, Reverse
-        >>> chain = Chain(ActNorm(3), Reverse(3))
+        >>> chain = Chain(ActNorm(3).initialize(torch.randn(50, 3)), Reverse(3))
         >>> x = torch.randn(5, 3)
         >>> y, logdet = chain(x)
         >>> torch.allclose(chain.inverse(y)[0], x, atol=1e-6)

@@ -63,7 +63,7 @@ class DiagNormal(Distribution):
 
     Example:
         >>> q = DiagNormal(2, loc=1.0, scale=2.0)
-        >>> round(float(q.log_prob(torch.ones(2))), 4)
+        >>> round(q.log_prob(torch.ones(2)).item(), 4)
         -3.2242
     """
 

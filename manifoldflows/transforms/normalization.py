@@ -45,6 +45,7 @@ class ActNorm(Transform):
         arXiv:1807.03039.
 
     Example:
+        >>> import torch
         >>> layer = ActNorm(2)
         >>> data = torch.randn(500, 2) * torch.tensor([3.0, 0.5]) + torch.tensor([1.0, -2.0])
         >>> z, logdet = layer.inverse(data)  # first training-mode inverse: initialises
@@ -89,7 +90,9 @@ class ActNorm(Transform):
         check_points(self, data, self.codomain, who)
         rows = data.detach().reshape(-1, self.features)
         if rows.shape[0] == 0:
-            raise InvalidInput(f"{who}: expected at least one data point, got shape {tuple(data.shape)}")
+            raise InvalidInput(
+                f"{who}: expected at least one data point, got shape {tuple(data.shape)}"
+            )
         mean = rows.mean(0)
         std = rows.std(0, correction=0).clamp_min(self.eps)
         self.shift.copy_(mean)
