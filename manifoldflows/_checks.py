@@ -45,7 +45,9 @@ def check_context(
     if context_dim is None:
         return
     if context is None:
-        raise InvalidInput(f"{who}: expected a context tensor with {context_dim} features, got None")
+        raise InvalidInput(
+            f"{who}: expected a context tensor with {context_dim} features, got None"
+        )
     if not isinstance(context, Tensor):
         raise InvalidInput(f"{who}: expected a context tensor, got {type(context).__name__}")
     if context.dim() == 0 or context.shape[-1] != context_dim:

@@ -80,7 +80,9 @@ class Transform(nn.Module):
         self, domain: Space, codomain: Space | None = None, *, context_dim: int | None = None
     ):
         super().__init__()
-        if not isinstance(domain, Space) or (codomain is not None and not isinstance(codomain, Space)):
+        if not isinstance(domain, Space) or (
+            codomain is not None and not isinstance(codomain, Space)
+        ):
             raise TypeError(f"{type(self).__name__}: domain and codomain must be Space instances")
         self.domain = domain
         self.codomain = domain if codomain is None else codomain
@@ -262,7 +264,8 @@ def energy_fn(target) -> Callable[[Tensor], Tensor]:
     if callable(target):
         return target
     raise TypeError(
-        f"expected a target callable x -> u(x) or an object with .energy(x), got {type(target).__name__}"
+        "expected a target callable x -> u(x) or an object with .energy(x), "
+        f"got {type(target).__name__}"
     )
 
 
@@ -294,7 +297,8 @@ class Flow(Distribution):
         dims = {base.context_dim, transform.context_dim} - {None}
         if len(dims) > 1:
             raise ValueError(
-                f"Flow: base expects context size {base.context_dim}, transform {transform.context_dim}"
+                f"Flow: base expects context size {base.context_dim}, "
+                f"transform {transform.context_dim}"
             )
         super().__init__(transform.codomain, context_dim=dims.pop() if dims else None)
         self.base = base
@@ -345,6 +349,8 @@ class Flow(Distribution):
         callable ``x -> u(x)`` or an object with ``.energy(x)``.
         """
         self._check_sample_context(context)
-        z, log_p = self.base._sample_and_log_prob(self._full_shape(shape, context), context, generator)
+        z, log_p = self.base._sample_and_log_prob(
+            self._full_shape(shape, context), context, generator
+        )
         y, logdet = self.transform(z, context)
         return y, -energy_fn(target)(y) - (log_p - logdet)

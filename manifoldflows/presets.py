@@ -113,8 +113,13 @@ def NSF(
 
         def block(i: int) -> Transform:
             return MaskedSplineAutoregressive(
-                features, bins=bins, bound=bound, context_dim=context_dim, hidden=hidden,
-                activation=activation, mode="maf",
+                features,
+                bins=bins,
+                bound=bound,
+                context_dim=context_dim,
+                hidden=hidden,
+                activation=activation,
+                mode="maf",
             )
     else:
         if features < 2:
@@ -122,8 +127,13 @@ def NSF(
 
         def block(i: int) -> Transform:
             return SplineCoupling(
-                features, bins=bins, bound=bound, context_dim=context_dim, hidden=hidden,
-                activation=activation, swap=i % 2 == 1,
+                features,
+                bins=bins,
+                bound=bound,
+                context_dim=context_dim,
+                hidden=hidden,
+                activation=activation,
+                swap=i % 2 == 1,
             )
 
     chain = stack(features, block, layers, permute=permute, actnorm=actnorm, seed=seed)

@@ -168,8 +168,16 @@ def check_transform(
             continue
         x2, ld2 = t.inverse(y, ctx)
         gap = _point_distance(t.domain, x, x2)
-        _assert_close(t, f"inverse(forward(x)) = x for batch shape {shape}", gap, torch.zeros_like(gap), tol)
-        _assert_close(t, f"forward + inverse logdet = 0 for batch shape {shape}", ld + ld2, torch.zeros_like(ld), tol)
+        _assert_close(
+            t, f"inverse(forward(x)) = x for batch shape {shape}", gap, torch.zeros_like(gap), tol
+        )
+        _assert_close(
+            t,
+            f"forward + inverse logdet = 0 for batch shape {shape}",
+            ld + ld2,
+            torch.zeros_like(ld),
+            tol,
+        )
 
     x = sample_inputs((max(jacobian_points, 1),))
     ctx = _random_context(t, (x.shape[0],), dtype, device, gen)
@@ -265,13 +273,16 @@ def check_distribution(
         ref = d.log_prob(x, context)
         if not torch.allclose(lp, ref, atol=tol.atol * 10, rtol=tol.rtol * 10):
             raise AssertionError(
-                f"{d.name}: sample_and_log_prob disagrees with log_prob by {(lp - ref).abs().max():.3g}"
+                f"{d.name}: sample_and_log_prob disagrees with log_prob "
+                f"by {(lp - ref).abs().max():.3g}"
             )
     buffer = io.BytesIO()
     torch.save(d, buffer)
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=False)
     x = d.sample((4,), context, generator=gen)
-    if not torch.allclose(loaded.log_prob(x, context), d.log_prob(x, context), atol=tol.atol, rtol=tol.rtol):
+    if not torch.allclose(
+        loaded.log_prob(x, context), d.log_prob(x, context), atol=tol.atol, rtol=tol.rtol
+    ):
         raise AssertionError(f"{d.name}: log_prob changed after torch.save/torch.load")
     return d

@@ -38,15 +38,19 @@ def test_log_probs_match_torch_distributions():
     q = DiagNormal(2, loc=torch.tensor([0.5, -1.0]), scale=torch.tensor([2.0, 0.3])).double()
     ref = torch.distributions.Normal(q.loc, q.log_scale.exp()).log_prob(x).sum(-1)
     torch.testing.assert_close(q.log_prob(x), ref)
-    mix = GaussianMixture(2, loc=torch.tensor([[0.0, 0.0], [3.0, 1.0]]), scale=0.7,
-                          weights=torch.tensor([0.25, 0.75])).double()
+    mix = GaussianMixture(
+        2, loc=torch.tensor([[0.0, 0.0], [3.0, 1.0]]), scale=0.7, weights=torch.tensor([0.25, 0.75])
+    ).double()
     comp = torch.distributions.Independent(
-        torch.distributions.Normal(mix.loc, mix.log_scale.exp()), 1)
+        torch.distributions.Normal(mix.loc, mix.log_scale.exp()), 1
+    )
     ref = torch.distributions.MixtureSameFamily(
         torch.distributions.Categorical(probs=torch.tensor([0.25, 0.75], dtype=torch.float64)), comp
     ).log_prob(x)
     torch.testing.assert_close(mix.log_prob(x), ref)
-    assert torch.allclose(Uniform(-1.0, 2.0, 2).log_prob(torch.zeros(2)), torch.tensor(-2 * math.log(3)))
+    assert torch.allclose(
+        Uniform(-1.0, 2.0, 2).log_prob(torch.zeros(2)), torch.tensor(-2 * math.log(3))
+    )
 
 
 def test_bad_distribution_arguments():

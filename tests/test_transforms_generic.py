@@ -20,7 +20,11 @@ def exported_transform_classes() -> set[type]:
     for module in (manifoldflows, T):
         for name in module.__all__:
             obj = getattr(module, name)
-            if inspect.isclass(obj) and issubclass(obj, manifoldflows.Transform) and obj is not manifoldflows.Transform:
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, manifoldflows.Transform)
+                and obj is not manifoldflows.Transform
+            ):
                 found.add(obj)
     return found
 

@@ -42,7 +42,9 @@ class StandardNormal(Distribution):
 
     def _rsample(self, shape, context, generator) -> Tensor:
         a = self._anchor
-        return torch.randn(*shape, self.features, dtype=a.dtype, device=a.device, generator=generator)
+        return torch.randn(
+            *shape, self.features, dtype=a.dtype, device=a.device, generator=generator
+        )
 
     def _log_prob(self, x: Tensor, context) -> Tensor:
         return -0.5 * (x * x).sum(-1) - 0.5 * self.features * LOG_2PI
@@ -105,7 +107,9 @@ class DiagNormal(Distribution):
 
     def _rsample(self, shape, context, generator) -> Tensor:
         loc, log_scale = self.parameters_for(context)
-        eps = torch.randn(*shape, self.features, dtype=loc.dtype, device=loc.device, generator=generator)
+        eps = torch.randn(
+            *shape, self.features, dtype=loc.dtype, device=loc.device, generator=generator
+        )
         return loc + torch.exp(log_scale) * eps
 
     def _log_prob(self, x: Tensor, context) -> Tensor:
@@ -151,12 +155,20 @@ class GaussianMixture(Distribution):
             loc = torch.randn(components, features, dtype=dtype)
         loc = torch.as_tensor(loc, dtype=dtype)
         if loc.shape[-1] != features or loc.dim() != 2:
-            raise ValueError(f"GaussianMixture: expected loc of shape (K, {features}), got {tuple(loc.shape)}")
+            raise ValueError(
+                f"GaussianMixture: expected loc of shape (K, {features}), got {tuple(loc.shape)}"
+            )
         k = loc.shape[0]
         scale = torch.as_tensor(scale, dtype=dtype).expand(k, features).clone()
-        weights = torch.full((k,), 1.0 / k, dtype=dtype) if weights is None else torch.as_tensor(weights, dtype=dtype)
+        weights = (
+            torch.full((k,), 1.0 / k, dtype=dtype)
+            if weights is None
+            else torch.as_tensor(weights, dtype=dtype)
+        )
         if weights.shape != (k,) or not bool((weights > 0).all()):
-            raise ValueError(f"GaussianMixture: expected {k} positive weights, got {weights.tolist()}")
+            raise ValueError(
+                f"GaussianMixture: expected {k} positive weights, got {weights.tolist()}"
+            )
         tensors = {"loc": loc.clone(), "log_scale": scale.log(), "logits": weights.log()}
         for name, value in tensors.items():
             if trainable:
@@ -177,6 +189,8 @@ class GaussianMixture(Distribution):
         n = math.prod(shape)
         probs = torch.softmax(self.logits, -1)
         idx = torch.multinomial(probs.detach(), n, replacement=True, generator=generator)
-        eps = torch.randn(n, self.features, dtype=self.loc.dtype, device=self.loc.device, generator=generator)
+        eps = torch.randn(
+            n, self.features, dtype=self.loc.dtype, device=self.loc.device, generator=generator
+        )
         x = self.loc[idx] + torch.exp(self.log_scale[idx]) * eps
         return x.reshape(*shape, self.features)

@@ -34,7 +34,9 @@ def made_masks(order: Tensor, hidden: Sequence[int], outputs_per_input: int) -> 
     for size in hidden:
         # Hidden degrees cycle through 1..d-1 so every degree is represented (when size >= d-1).
         degrees.append(torch.arange(size) % max(d - 1, 1) + 1)
-    masks = [(deg_out[:, None] >= deg_in[None, :]) for deg_in, deg_out in zip(degrees[:-1], degrees[1:])]
+    masks = [
+        (deg_out[:, None] >= deg_in[None, :]) for deg_in, deg_out in zip(degrees[:-1], degrees[1:])
+    ]
     out_degrees = order.repeat_interleave(outputs_per_input)
     masks.append(out_degrees[:, None] > degrees[-1][None, :])
     return [m.to(torch.get_default_dtype()) for m in masks]
@@ -86,7 +88,9 @@ class MADE(nn.Module):
             raise ValueError("MADE: needs at least one hidden layer")
         order = torch.arange(1, features + 1) if order is None else torch.as_tensor(order)
         if sorted(order.tolist()) != list(range(1, features + 1)):
-            raise ValueError(f"MADE: order must be a permutation of 1..{features}, got {order.tolist()}")
+            raise ValueError(
+                f"MADE: order must be a permutation of 1..{features}, got {order.tolist()}"
+            )
         self.features, self.outputs_per_input = features, outputs_per_input
         self.register_buffer("order", order.clone())
         masks = made_masks(order, hidden, outputs_per_input)

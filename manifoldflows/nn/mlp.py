@@ -22,7 +22,9 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 def make_activation(activation: str | type[nn.Module]) -> nn.Module:
     if isinstance(activation, str):
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}"
+            )
         return ACTIVATIONS[activation]()
     return activation()
 

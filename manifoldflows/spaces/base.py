@@ -71,7 +71,9 @@ class Space:
         """Raise :class:`InvalidInput` unless ``x`` ends in ``event_shape``."""
         prefix = f"{who}: " if who else ""
         if not isinstance(x, Tensor):
-            raise InvalidInput(f"{prefix}expected a torch.Tensor on {self!r}, got {type(x).__name__}")
+            raise InvalidInput(
+                f"{prefix}expected a torch.Tensor on {self!r}, got {type(x).__name__}"
+            )
         n = self.event_ndim
         if x.dim() < n or tuple(x.shape[x.dim() - n :]) != tuple(self.event_shape):
             raise InvalidInput(
@@ -103,7 +105,11 @@ class Space:
 
     def contains(self, x: Tensor) -> Tensor:
         """Boolean tensor of batch shape: which points lie in the space (within tolerance)."""
-        return torch.isfinite(x).flatten(x.dim() - self.event_ndim).all(-1) if self.event_ndim else torch.isfinite(x)
+        return (
+            torch.isfinite(x).flatten(x.dim() - self.event_ndim).all(-1)
+            if self.event_ndim
+            else torch.isfinite(x)
+        )
 
     def projx(self, x: Tensor) -> Tensor:
         """Project ambient coordinates onto the space (identity by default)."""

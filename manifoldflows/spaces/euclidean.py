@@ -85,7 +85,9 @@ class Interval(Euclidean):
         return f"Interval({self.low:g}, {self.high:g}, {self.d})"
 
     def contains(self, x: Tensor) -> Tensor:
-        tol = self.tolerance(x.dtype) * max(1.0, *(abs(b) for b in (self.low, self.high) if math.isfinite(b)))
+        tol = self.tolerance(x.dtype) * max(
+            1.0, *(abs(b) for b in (self.low, self.high) if math.isfinite(b))
+        )
         inside = (x >= self.low - tol) & (x <= self.high + tol) & torch.isfinite(x)
         return inside.all(-1)
 
@@ -94,12 +96,15 @@ class Interval(Euclidean):
         if self.low == -math.inf and self.high == math.inf:
             return super().check_point(x, who)
         if not torch.is_floating_point(x):
-            raise InvalidInput(f"{who + ': ' if who else ''}expected a floating-point tensor, got {x.dtype}")
+            raise InvalidInput(
+                f"{who + ': ' if who else ''}expected a floating-point tensor, got {x.dtype}"
+            )
         inside = self.contains(x)
         if not bool(inside.all()):
             bad = x[~inside]
             raise InvalidInput(
-                f"{who + ': ' if who else ''}expected points of {self!r}, got {int((~inside).sum())} "
+                f"{who + ': ' if who else ''}expected points of {self!r}, "
+                f"got {int((~inside).sum())} "
                 f"point(s) outside, with values in [{bad.min().item():g}, {bad.max().item():g}]"
             )
 

@@ -62,7 +62,9 @@ class Coupling(Transform):
             raise ValueError(f"{type(self).__name__}: needs at least 2 features, got {features}")
         split = features // 2 if split is None else int(split)
         if not 0 < split < features:
-            raise ValueError(f"{type(self).__name__}: split must be in [1, {features - 1}], got {split}")
+            raise ValueError(
+                f"{type(self).__name__}: split must be in [1, {features - 1}], got {split}"
+            )
         super().__init__(Euclidean(features), context_dim=context_dim)
         self.features, self.split, self.swap = features, split, bool(swap)
         self.monotone_map = monotone_map
@@ -78,7 +80,8 @@ class Coupling(Transform):
         )
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, map={self.monotone_map!r}, split={self.split}, swap={self.swap}"
+        extra = f"map={self.monotone_map!r}, split={self.split}, swap={self.swap}"
+        return f"{super().extra_repr()}, {extra}"
 
     def _blocks(self, x: Tensor) -> tuple[Tensor, Tensor]:
         a, b = x[..., : self.split], x[..., self.split :]

@@ -28,7 +28,9 @@ CASES = [
         AffineCoupling,
         lambda: AffineCoupling(3, hidden=(16,), swap=True, context_dim=2),
     ),
-    Case("spline-coupling", SplineCoupling, lambda: SplineCoupling(4, bins=5, hidden=(16,)), SPLINE),
+    Case(
+        "spline-coupling", SplineCoupling, lambda: SplineCoupling(4, bins=5, hidden=(16,)), SPLINE
+    ),
     Case(
         "spline-coupling-context",
         SplineCoupling,
@@ -41,7 +43,11 @@ CASES = [
         lambda: MaskedAutoregressive(3, SplineMap(4, 3.0), hidden=(16,)),
         SPLINE,
     ),
-    Case("maf-affine", MaskedAffineAutoregressive, lambda: MaskedAffineAutoregressive(4, hidden=(16, 16))),
+    Case(
+        "maf-affine",
+        MaskedAffineAutoregressive,
+        lambda: MaskedAffineAutoregressive(4, hidden=(16, 16)),
+    ),
     Case(
         "iaf-affine-context",
         MaskedAffineAutoregressive,
