@@ -298,4 +298,3 @@ def log_partition(log_weights: Tensor) -> tuple[Tensor, Tensor]:
     w = torch.exp(lw - lw.max())  # rescaled weights in [0, 1]; the ratio sd/mean is unchanged
     stderr = w.std(unbiased=True) / (math.sqrt(n) * w.mean())
     return estimate, stderr
-

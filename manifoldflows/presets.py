@@ -9,14 +9,37 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .core import Chain, Flow, Transform
-from .distributions import StandardNormal
+from .core import Chain, Flow, Inverse, Transform
+from .distributions import ImageStandardNormal, StandardNormal
 from .transforms.autoregressive import MaskedAffineAutoregressive, MaskedSplineAutoregressive
 from .transforms.coupling import AffineCoupling, SplineCoupling
+from .transforms.flowpp import LogisticMixtureCoupling
 from .transforms.linear import RandomPermutation, Reverse
+from .transforms.multiscale import (
+    ActNorm2d,
+    AffineCoupling2d,
+    InvertibleConv1x1,
+    SplitPrior,
+    Squeeze,
+)
+from .transforms.neural_autoregressive import NeuralAutoregressive
 from .transforms.normalization import ActNorm
+from .transforms.planar import PlanarFlow, SylvesterFlow
+from .transforms.residual import InvertibleResidual
 
-__all__ = ["RealNVP", "NSF", "MAF", "IAF", "stack"]
+__all__ = [
+    "RealNVP",
+    "NSF",
+    "MAF",
+    "IAF",
+    "stack",
+    "Glow",
+    "ResidualFlow",
+    "NAF",
+    "FlowPP",
+    "Planar",
+    "Sylvester",
+]
 
 
 def stack(
@@ -189,3 +212,319 @@ IAF.__doc__ = """Inverse Autoregressive Flow (Kingma et al. 2016, arXiv:1606.049
         >>> log_q.shape
         torch.Size([4])
     """
+
+
+def Glow(
+    channels: int,
+    height: int,
+    width: int,
+    *,
+    levels: int = 3,
+    steps: int = 4,
+    hidden: int | Sequence[int] = 64,
+    context_dim: int | None = None,
+    split_prior: bool = True,
+    activation: str = "relu",
+    seed: int = 0,
+) -> Flow:
+    """Glow: multi-scale image flow (Kingma & Dhariwal 2018, arXiv:1807.03039).
+
+    A standard normal on ``Image(C, H, W)`` pushed through ``levels`` nested levels. In the
+    encoding (``log_prob``) direction, level ``l`` acting on ``(C_l, H_l, W_l)`` is::
+
+        Squeeze -> steps x [ActNorm2d -> InvertibleConv1x1 -> AffineCoupling2d] -> SplitPrior
+
+        (C_l, H_l, W_l) -> (4 C_l, H_l/2, W_l/2) -> ... -> keep 2 C_l channels for level l+1,
+                                                           factor out 2 C_l with a learned
+                                                           Gaussian prior given the kept ones
+
+    and the last level has no split. The split is implemented as a bijection
+    (:class:`~manifoldflows.transforms.SplitPrior`), so the latent has the data's shape and
+    ``log q`` is exactly the multi-scale density with learned (conditional) priors; each
+    level's latent is un-squeezed back to its input shape. ``flow.transform`` is the outermost
+    level, a :class:`~manifoldflows.core.Chain` ``(Squeeze, SplitPrior(inner=next level),
+    steps, Inverse(Squeeze))``. ActNorm layers initialise on the first training-mode
+    ``log_prob`` batch.
+
+    Arguments:
+        channels, height, width: image shape ``(C, H, W)``; ``H`` and ``W`` must be divisible
+            by ``2 ** levels``.
+        levels: number of levels ``L`` (squeezes).
+        steps: flow steps ``K`` per level.
+        hidden: hidden channels of the coupling networks (an int ``h`` means ``(h, h)``).
+        context_dim: context size; couplings and split priors are then conditional.
+        split_prior: learned conditional Gaussian priors for the factored-out channels
+            (Glow); ``False`` keeps them standard normal (RealNVP).
+        activation: activation of the coupling networks.
+        seed: seed of the random rotations initialising the 1x1 convolutions.
+
+    Returns:
+        A :class:`~manifoldflows.core.Flow` on ``Image(C, H, W)``.
+
+    References:
+        Kingma & Dhariwal 2018, Glow, arXiv:1807.03039; Dinh, Sohl-Dickstein & Bengio 2016,
+        Real NVP (multi-scale architecture), arXiv:1605.08803.
+
+    Example:
+        >>> flow = Glow(1, 4, 4, levels=2, steps=1, hidden=8)
+        >>> x = torch.randn(6, 1, 4, 4)
+        >>> flow.log_prob(x).shape, flow.sample((2,)).shape
+        (torch.Size([6]), torch.Size([2, 1, 4, 4]))
+    """
+    for what, value in (("levels", levels), ("steps", steps)):
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ValueError(f"Glow: expected a positive integer number of {what}, got {value!r}")
+    image = ImageStandardNormal(channels, height, width).space
+    block = 2**levels
+    if height % block or width % block:
+        raise ValueError(
+            f"Glow: {levels} levels halve the image {levels} times, so height and width must be "
+            f"divisible by {block}; got an image of {height}x{width} pixels"
+        )
+    generator = torch.Generator().manual_seed(seed)
+    inner: Transform | None = None
+    for level in reversed(range(levels)):
+        c, h, w = image.channels << level, image.height >> level, image.width >> level
+        squeeze = Squeeze(c, h, w)
+        sc, sh, sw = squeeze.codomain.event_shape
+        parts: list[Transform] = [squeeze]
+        if level < levels - 1:
+            parts.append(
+                SplitPrior(
+                    sc,
+                    sh,
+                    sw,
+                    inner=inner,
+                    learned=split_prior,
+                    context_dim=context_dim if split_prior else None,
+                )
+            )
+        for _ in range(steps):
+            # forward (latent -> data) order; log_prob runs actnorm -> 1x1 conv -> coupling
+            parts.append(
+                AffineCoupling2d(
+                    sc, sh, sw, context_dim=context_dim, hidden=hidden, activation=activation
+                )
+            )
+            parts.append(InvertibleConv1x1(sc, sh, sw, generator=generator))
+            parts.append(ActNorm2d(sc, sh, sw))
+        parts.append(Inverse(Squeeze(c, h, w)))
+        inner = Chain(*parts)
+    assert inner is not None
+    return Flow(ImageStandardNormal(channels, height, width), inner)
+
+
+def ResidualFlow(
+    features: int,
+    *,
+    context_dim: int | None = None,
+    layers: int = 4,
+    hidden: Sequence[int] = (64, 64),
+    activation: str = "lipswish",
+    coeff: float = 0.97,
+    norm: str = "power",
+    logdet: str = "auto",
+    n_exact_terms: int = 2,
+    stop_prob: float = 0.5,
+    neumann_grad: bool = True,
+    actnorm: bool = False,
+) -> Flow:
+    """Residual Flow: a chain of invertible residual blocks (Chen et al. 2019, arXiv:1906.02735).
+
+    ``layers`` :class:`~manifoldflows.transforms.InvertibleResidual` blocks (optionally each
+    preceded by an :class:`~manifoldflows.transforms.ActNorm`) on a standard normal base.
+    Every block mixes all coordinates, so no permutations are needed. ``log_prob`` runs the
+    explicit residual maps ``z = y + g(y)``; sampling solves fixed points. ``logdet="auto"``
+    is exact for ``features <= 16`` and the unbiased Russian-roulette estimator above (see
+    :class:`~manifoldflows.transforms.InvertibleResidual` for the other options).
+
+    Example:
+        >>> flow = ResidualFlow(2, layers=2, hidden=(16,))
+        >>> x, log_q = flow.sample_and_log_prob((4,))
+        >>> torch.allclose(flow.log_prob(x), log_q, atol=1e-4)
+        True
+    """
+
+    def block(i: int) -> Transform:
+        return InvertibleResidual(
+            features,
+            context_dim=context_dim,
+            hidden=hidden,
+            activation=activation,
+            coeff=coeff,
+            norm=norm,
+            logdet=logdet,
+            n_exact_terms=n_exact_terms,
+            stop_prob=stop_prob,
+            neumann_grad=neumann_grad,
+        )
+
+    chain = stack(features, block, layers, permute="none", actnorm=actnorm)
+    return Flow(StandardNormal(features), chain)
+
+
+def NAF(
+    features: int,
+    *,
+    context_dim: int | None = None,
+    layers: int = 4,
+    hidden: Sequence[int] = (64, 64),
+    sigmoid_units: int = 8,
+    sigmoid_layers: int = 1,
+    mode: str = "maf",
+    activation: str = "relu",
+    actnorm: bool = False,
+    permute: str = "reverse",
+    seed: int = 0,
+) -> Flow:
+    """Neural Autoregressive Flow with deep sigmoidal transformers (Huang et al. 2018,
+    arXiv:1804.00779).
+
+    ``layers`` :class:`~manifoldflows.transforms.NeuralAutoregressive` blocks separated by
+    permutations. In ``mode="maf"`` ``log_prob`` is closed form (one MADE pass per layer) and
+    sampling inverts every coordinate numerically (``d`` passes per layer, each a bracketed
+    Newton/bisection root find); ``mode="iaf"`` is the mirror image.
+
+    Example:
+        >>> flow = NAF(2, layers=2, hidden=(16,), sigmoid_units=4)
+        >>> flow.log_prob(torch.randn(3, 2)).shape
+        torch.Size([3])
+    """
+
+    def block(i: int) -> Transform:
+        return NeuralAutoregressive(
+            features,
+            sigmoid_units=sigmoid_units,
+            sigmoid_layers=sigmoid_layers,
+            mode=mode,
+            context_dim=context_dim,
+            hidden=hidden,
+            activation=activation,
+        )
+
+    chain = stack(features, block, layers, permute=permute, actnorm=actnorm, seed=seed)
+    return Flow(StandardNormal(features), chain)
+
+
+def FlowPP(
+    features: int,
+    *,
+    context_dim: int | None = None,
+    layers: int = 4,
+    hidden: Sequence[int] = (64, 64),
+    components: int = 8,
+    activation: str = "relu",
+    actnorm: bool = False,
+    permute: str = "random",
+    seed: int = 0,
+) -> Flow:
+    """Flow++-style coupling flow on ``R^d`` (Ho et al. 2019, arXiv:1902.00275).
+
+    ``layers`` :class:`~manifoldflows.transforms.LogisticMixtureCoupling` layers (alternating
+    halves, permutations between): ``log_prob`` is closed form, sampling solves each coupling
+    numerically. (Flow++'s variational dequantization and attention conditioners are not part
+    of this preset.)
+
+    Example:
+        >>> flow = FlowPP(2, layers=2, hidden=(16,), components=4, context_dim=1)
+        >>> x = flow.sample((3,), context=torch.zeros(1))
+        >>> flow.log_prob(x, context=torch.zeros(1)).shape
+        torch.Size([3])
+    """
+    if features < 2:
+        raise ValueError(f"FlowPP: coupling layers need features >= 2, got {features}")
+
+    def block(i: int) -> Transform:
+        return LogisticMixtureCoupling(
+            features,
+            components=components,
+            context_dim=context_dim,
+            hidden=hidden,
+            activation=activation,
+            swap=i % 2 == 1,
+        )
+
+    chain = stack(features, block, layers, permute=permute, actnorm=actnorm, seed=seed)
+    return Flow(StandardNormal(features), chain)
+
+
+def Planar(
+    features: int,
+    *,
+    context_dim: int | None = None,
+    layers: int = 16,
+    hidden: Sequence[int] = (64,),
+    activation: str = "relu",
+    seed: int = 0,
+) -> Flow:
+    """Stack of planar flows (Rezende & Mohamed 2015, arXiv:1505.05770).
+
+    ``layers`` :class:`~manifoldflows.transforms.PlanarFlow` layers on a standard normal base.
+    Sampling and ``sample_and_log_prob`` are closed form (the natural use: reverse-KL training
+    against an energy); ``log_prob`` inverts every layer by a scalar root search. With
+    ``context_dim`` each layer's ``(u, w, b)`` get context-dependent offsets from an MLP with
+    hidden sizes ``hidden``. ``seed`` makes the random initialisation of the ``w`` reproducible.
+
+    Example:
+        >>> flow = Planar(2, layers=4)
+        >>> x, log_q = flow.sample_and_log_prob((5,))
+        >>> torch.allclose(flow.log_prob(x), log_q, atol=1e-4)
+        True
+    """
+    generator = torch.Generator().manual_seed(seed)
+
+    def block(i: int) -> Transform:
+        return PlanarFlow(
+            features,
+            context_dim=context_dim,
+            hidden=hidden,
+            activation=activation,
+            generator=generator,
+        )
+
+    return Flow(StandardNormal(features), stack(features, block, layers, permute="none"))
+
+
+def Sylvester(
+    features: int,
+    *,
+    context_dim: int | None = None,
+    layers: int = 4,
+    kind: str = "orthogonal",
+    num_ortho_vectors: int | None = None,
+    num_householder: int | None = None,
+    hidden: Sequence[int] = (64,),
+    activation: str = "relu",
+    seed: int = 0,
+) -> Flow:
+    """Stack of Sylvester flows (van den Berg et al. 2018, arXiv:1803.05649).
+
+    ``layers`` :class:`~manifoldflows.transforms.SylvesterFlow` layers of the given ``kind``
+    (``"orthogonal"``, ``"householder"`` or ``"triangular"``) on a standard normal base; the
+    triangular kind alternates ``Q = I`` and the reversal permutation, as in the paper. Each
+    layer's ``Q`` is initialised independently at random (reproducibly, from ``seed``).
+    ``num_ortho_vectors``, ``num_householder``, ``context_dim``, ``hidden`` and ``activation``
+    are passed to every layer.
+
+    Example:
+        >>> flow = Sylvester(3, layers=2, kind="householder", num_householder=2)
+        >>> x, log_q = flow.sample_and_log_prob((5,))
+        >>> torch.allclose(flow.log_prob(x), log_q, atol=1e-4)
+        True
+    """
+    generator = torch.Generator().manual_seed(seed)
+
+    def block(i: int) -> Transform:
+        return SylvesterFlow(
+            features,
+            kind=kind,
+            num_ortho_vectors=num_ortho_vectors,
+            num_householder=num_householder,
+            reverse=kind == "triangular" and i % 2 == 1,
+            context_dim=context_dim,
+            hidden=hidden,
+            activation=activation,
+            generator=generator,
+        )
+
+    return Flow(StandardNormal(features), stack(features, block, layers, permute="none"))

@@ -1,7 +1,15 @@
 """Base distributions on every space (densities w.r.t. the space's Riemannian volume)."""
 
 from .base import Distribution
+from .image import ImageStandardNormal
 from .normal import DiagNormal, GaussianMixture, StandardNormal
 from .uniform import Uniform
 
-__all__ = ["Distribution", "StandardNormal", "DiagNormal", "GaussianMixture", "Uniform"]
+__all__ = [
+    "Distribution",
+    "StandardNormal",
+    "DiagNormal",
+    "GaussianMixture",
+    "Uniform",
+    "ImageStandardNormal",
+]

@@ -2,6 +2,7 @@
 
 from .base import Space
 from .euclidean import Euclidean, Interval
+from .image import Image
 from .product import Product
 
-__all__ = ["Space", "Euclidean", "Interval", "Product"]
+__all__ = ["Space", "Euclidean", "Interval", "Product", "Image"]

@@ -8,8 +8,13 @@ from .autoregressive import (
 )
 from .coupling import AdditiveCoupling, AffineCoupling, Coupling, SplineCoupling
 from .elementwise import Exp, IntervalToReal, Logit, Sigmoid, Softplus, Tanh
+from .flowpp import LogisticMixtureCoupling
 from .linear import LULinear, Permutation, RandomPermutation, Reverse
+from .multiscale import ActNorm2d, AffineCoupling2d, InvertibleConv1x1, SplitPrior, Squeeze
+from .neural_autoregressive import NeuralAutoregressive
 from .normalization import ActNorm
+from .planar import PlanarFlow, RadialFlow, SylvesterFlow
+from .residual import ConvergenceError, InvertibleResidual
 
 __all__ = [
     "Transform",
@@ -22,15 +27,27 @@ __all__ = [
     "MaskedAutoregressive",
     "MaskedAffineAutoregressive",
     "MaskedSplineAutoregressive",
+    "NeuralAutoregressive",
+    "LogisticMixtureCoupling",
     "Permutation",
     "Reverse",
     "RandomPermutation",
     "LULinear",
     "ActNorm",
+    "Squeeze",
+    "ActNorm2d",
+    "InvertibleConv1x1",
+    "AffineCoupling2d",
+    "SplitPrior",
     "Sigmoid",
     "Logit",
     "Tanh",
     "Softplus",
     "Exp",
     "IntervalToReal",
+    "PlanarFlow",
+    "RadialFlow",
+    "SylvesterFlow",
+    "InvertibleResidual",
+    "ConvergenceError",
 ]
