@@ -91,6 +91,7 @@ class Transform(nn.Module):
 
     @property
     def name(self) -> str:
+        """The class name, used in error messages."""
         return type(self).__name__
 
     def extra_repr(self) -> str:
@@ -241,6 +242,7 @@ class Inverse(Transform):
 
     @property
     def inv(self) -> Transform:
+        """The wrapped transform (the inverse of an inverse)."""
         return self.transform
 
     def extra_repr(self) -> str:
@@ -306,6 +308,7 @@ class Flow(Distribution):
 
     @property
     def stochastic(self) -> bool:
+        """Whether the transform contains stochastic layers (then there is no log_prob)."""
         return self.transform.stochastic
 
     def _require_deterministic(self, what: str) -> None:

@@ -460,8 +460,9 @@ def fit(
       ``batch`` is a minibatch of ``data`` (``None`` without data).
 
     The model is put in training mode for the steps (and eval mode for validation) and is
-    left in the mode it came in. Minibatches are moved to the device and (floating-point) dtype of the model's parameters,
-    so ``data`` may stay on the CPU while the model trains on a GPU.
+    left in the mode it came in. Minibatches are moved to the device and (floating-point)
+    dtype of the model's parameters, so ``data`` may stay on the CPU while the model trains on
+    a GPU.
 
     **Validation and early stopping.** With ``val_data``, the mean negative log-likelihood on
     it (in chunks, eval mode, no gradient) is recorded every ``val_every`` steps and at the last

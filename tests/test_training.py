@@ -353,3 +353,15 @@ def test_history_plot_writes_png(tmp_path):
     assert data.startswith(PNG_SIGNATURE) and len(data) > 1000
     restored = History.from_state_dict(h.state_dict())
     assert restored == h
+
+
+def test_plateau_scheduler_is_stepped_with_the_validation_loss():
+    x = gaussian_data(100, [0.0], [1.0])
+    q = DiagNormal(1).double()
+    opt = torch.optim.SGD(q.parameters(), lr=0.0)  # no progress: every round is a plateau
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5)
+    opt.param_groups[0]["lr"] = 1.0e-12
+    fit(q, x, val_data=x, optimizer=opt, scheduler=plateau, steps=30, val_every=10, progress=False)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.0e-12 * 0.5**2)  # rounds 2 and 3
+    with pytest.raises(InvalidInput, match="ReduceLROnPlateau scheduler needs val_data"):
+        fit(q, x, optimizer=opt, scheduler=plateau, steps=1, progress=False)

@@ -42,6 +42,7 @@ class Distribution(nn.Module):
 
     @property
     def name(self) -> str:
+        """The class name, used in error messages."""
         return type(self).__name__
 
     def _dtype_device(self) -> tuple[torch.dtype, torch.device]:

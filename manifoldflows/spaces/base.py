@@ -55,6 +55,7 @@ class Space:
 
     @property
     def event_ndim(self) -> int:
+        """Number of trailing dimensions that make up one point."""
         return len(self.event_shape)
 
     @property

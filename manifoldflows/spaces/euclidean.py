@@ -101,11 +101,11 @@ class Interval(Euclidean):
             )
         inside = self.contains(x)
         if not bool(inside.all()):
-            bad = x[~inside]
+            bad = x[(x < self.low) | (x > self.high) | ~torch.isfinite(x)]
             raise InvalidInput(
                 f"{who + ': ' if who else ''}expected points of {self!r}, "
                 f"got {int((~inside).sum())} "
-                f"point(s) outside, with values in [{bad.min().item():g}, {bad.max().item():g}]"
+                f"point(s) outside, with offending values in [{bad.min().item():g}, {bad.max().item():g}]"
             )
 
     def projx(self, x: Tensor) -> Tensor:
