@@ -284,6 +284,35 @@ def test_layer_directions_follow_the_mode():
 @pytest.mark.parametrize(
     "build",
     [
+        lambda: NeuralAutoregressive(3, sigmoid_units=4, hidden=(16,)),
+        lambda: NeuralAutoregressive(
+            3, sigmoid_units=3, sigmoid_layers=2, hidden=(16,), mode="iaf"
+        ),
+        lambda: LogisticMixtureCoupling(3, components=4, hidden=(16,), context_dim=1),
+    ],
+    ids=["naf-maf", "naf-iaf", "flowpp"],
+)
+def test_layers_stay_finite_at_extreme_inputs(build, dtype, device):
+    # Far outside the data range the conditioner outputs extreme parameters; whatever the
+    # conditioning of the resulting map, values, logdets and gradients must stay finite.
+    layer = build().to(dtype=dtype, device=device)
+    perturb_parameters(layer, 0.3, torch.Generator().manual_seed(0))
+    big = BIG[dtype]
+    x = torch.tensor([[big, -big, 0.5], [-big, 3.0, big], [1.0, 2.0, -big / 10]], dtype=dtype)
+    x = x.to(device).requires_grad_(True)
+    ctx = None if layer.context_dim is None else torch.ones(3, 1, dtype=dtype, device=device)
+    for step in (layer.forward, layer.inverse):
+        layer.zero_grad()
+        y, ld = step(x, ctx)  # the public call also rejects non-finite outputs
+        (y.sum() * 1e-3 + ld.sum()).backward()
+        assert torch.isfinite(x.grad).all()
+        assert all(torch.isfinite(p.grad).all() for p in layer.parameters() if p.grad is not None)
+        x.grad = None
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
         lambda: NAF(2, layers=2, hidden=(16,), sigmoid_units=4),
         lambda: FlowPP(2, layers=2, hidden=(16,), components=4),
     ],

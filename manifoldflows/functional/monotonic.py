@@ -83,6 +83,13 @@ def guaranteed_iterations(width: float, dtype: torch.dtype) -> int:
     whatever Newton does. In practice Newton converges quadratically and the root finder
     stops early.
 
+    Arguments:
+        width: the widest initial bracket.
+        dtype: floating-point type of the computation.
+
+    Returns:
+        The number of iterations.
+
     Example:
         >>> guaranteed_iterations(1e6, torch.float64), guaranteed_iterations(1e4, torch.float32)
         (146, 76)

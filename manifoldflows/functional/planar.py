@@ -298,8 +298,17 @@ def radial_inverse(y: Tensor, z0: Tensor, alpha: Tensor, beta: Tensor) -> tuple[
 
 
 def _mv(a: Tensor, x: Tensor) -> Tensor:
-    """Batched matrix-vector product ``a @ x`` with broadcasting of batch dimensions."""
-    return (a @ x.unsqueeze(-1)).squeeze(-1)
+    """Matrix-vector product ``a @ x`` over the last dimension, broadcasting batch dimensions."""
+    if a.dim() == 2:
+        return x @ a.mT  # one matrix for the whole batch: a single GEMM
+    return (a * x.unsqueeze(-2)).sum(-1)
+
+
+def _vm(x: Tensor, a: Tensor) -> Tensor:
+    """Vector-matrix product ``x^T a`` (e.g. ``Q^T z``), broadcasting batch dimensions."""
+    if a.dim() == 2:
+        return x @ a
+    return (x.unsqueeze(-1) * a).sum(-2)
 
 
 def _diag_product(r: Tensor, r_tilde: Tensor) -> Tensor:
@@ -328,7 +337,7 @@ def sylvester(
         >>> y.tolist(), round(ld.item(), 6)  # log(1.5) + log(0.5)
         ([0.0, 0.0], -0.287682)
     """
-    v = z if q is None else (z.unsqueeze(-2) @ q).squeeze(-2)
+    v = z if q is None else _vm(z, q)
     t = torch.tanh(_mv(r_tilde, v) + b)
     step = _mv(r, t)
     y = z + (step if q is None else _mv(q, step))
@@ -369,7 +378,7 @@ def sylvester_inverse(
         >>> torch.allclose(z2, z, atol=1e-5), torch.allclose(ld + ld2, torch.zeros(5), atol=1e-5)
         (True, True)
     """
-    c = y if q is None else (y.unsqueeze(-2) @ q).squeeze(-2)
+    c = y if q is None else _vm(y, q)
     size = r.shape[-1]
     with torch.no_grad():
         rd, rtd, bd, cd = r.detach(), r_tilde.detach(), b.detach(), c.detach()

@@ -34,7 +34,7 @@ class LogisticMixtureCoupling(Coupling):
         features: dimension ``d`` (at least 2).
         components: number of logistic components ``K``.
         analytic: closed-form direction, ``"inverse"`` or ``"forward"``.
-        iterations: maximum root-finder iterations (default by dtype).
+        iterations: maximum root-finder iterations (default: enough for machine precision).
         **options: see :class:`~manifoldflows.transforms.Coupling` (``context_dim``, ``hidden``,
             ``activation``, ``split``, ``swap``).
 

@@ -202,7 +202,7 @@ class LogisticMixtureMap(_NumericallyInvertedMap):
     Arguments:
         components: number of logistic components ``K``.
         analytic: ``"inverse"`` (closed-form density direction) or ``"forward"``.
-        iterations: maximum root-finder iterations (default by dtype).
+        iterations: maximum root-finder iterations (default: enough for machine precision).
 
     References:
         Ho et al., "Flow++", ICML 2019, arXiv:1902.00275.
@@ -251,7 +251,7 @@ class DeepSigmoidalMap(_NumericallyInvertedMap):
         depth: number of composed DSF layers.
         analytic: ``"inverse"`` (closed-form density direction) or ``"forward"``.
         min_slope: lower bound of the slopes ``a``.
-        iterations: maximum root-finder iterations (default by dtype).
+        iterations: maximum root-finder iterations (default: enough for machine precision).
 
     References:
         Huang et al., "Neural Autoregressive Flows", ICML 2018, arXiv:1804.00779.

@@ -47,7 +47,7 @@ class NeuralAutoregressive(MaskedAutoregressive):
         context_dim: context size (``None`` for an unconditional layer).
         hidden: MADE hidden sizes.
         activation: MADE activation.
-        iterations: maximum root-finder iterations (default by dtype).
+        iterations: maximum root-finder iterations (default: enough for machine precision).
 
     References:
         C.-W. Huang, D. Krueger, A. Lacoste, A. Courville, "Neural Autoregressive Flows",
