@@ -156,13 +156,13 @@ def safeguarded_newton(
             "safeguarded_newton: expected positive iterations and check_every, "
             f"got {iterations} and {check_every}"
         )
-    shape = torch.broadcast_shapes(target.shape, lower.shape, upper.shape)
     with torch.no_grad():
-        t = target.detach().expand(shape)
+        # (torch.broadcast_shapes would import sympy on first use: a second of start-up)
+        t, lower, upper = torch.broadcast_tensors(target.detach(), lower.detach(), upper.detach())
+        shape = t.shape
         if t.numel() == 0:
             return t.clone()
-        lo = torch.minimum(lower.detach(), upper.detach()).expand(shape)
-        hi = torch.maximum(lower.detach(), upper.detach()).expand(shape)
+        lo, hi = torch.minimum(lower, upper), torch.maximum(lower, upper)
         eps = torch.finfo(t.dtype).eps
         pad = 4.0 * eps * (1.0 + torch.maximum(lo.abs(), hi.abs()))
         lo, hi = lo - pad, hi + pad
