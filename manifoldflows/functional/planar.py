@@ -106,8 +106,9 @@ def solve_tanh_equation(c: Tensor, m: Tensor, b: Tensor, *, max_iter: int = MAX_
     therefore converges *monotonically*, without overshoot or cycles, from any data. As a
     safeguard against rounding, the bracket is kept and shrunk with the sign of ``g`` at every
     iterate, and a step that would leave it is replaced by bisection. The iteration stops when
-    every step is below a few units in the last place (or after ``max_iter`` steps); it is
-    vectorised over all elements.
+    for every element the step is below a few units in the last place of ``s`` or the residual
+    is below its own rounding error (or after ``max_iter`` steps); it is vectorised over all
+    elements.
 
     Arguments:
         c, m, b: broadcastable tensors; ``m > -1``.
@@ -133,15 +134,18 @@ def solve_tanh_equation(c: Tensor, m: Tensor, b: Tensor, *, max_iter: int = MAX_
         tol = 4 * torch.finfo(c.dtype).eps
         for _ in range(max_iter):
             t = torch.tanh(s)
-            g = s + m * t - a
+            mt = m * t
+            g = s + mt - a
+            # converged: g is at the level of its own rounding error
+            done = g.abs() <= tol * (s + mt.abs() + a)
             lo = torch.where(g <= 0, s, lo)
             hi = torch.where(g >= 0, s, hi)
             new = s - g / (1 + m * _sech2(t))
             bisect = ~((new >= lo) & (new <= hi))  # also catches NaN
             new = torch.where(bisect, 0.5 * (lo + hi), new)
-            step = (new - s).abs()
+            done = done | ((new - s).abs() <= tol * (1 + s))
             s = new
-            if bool((step <= tol * (1 + s)).all()):
+            if bool(done.all()):
                 break
         return sign * s - b
 
