@@ -32,6 +32,25 @@ def median_time(fn: Callable[[], object], *, repeats: int, warmup: int, sync: Ca
     return statistics.median(times)
 
 
+def interleaved_median_times(
+    fns: dict[str, Callable[[], object]], *, repeats: int, warmup: int, sync: Callable[[], None]
+) -> dict[str, float]:
+    """Median wall time of each function, timing them round-robin so that slow drifts in the
+    machine's load hit every contender alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

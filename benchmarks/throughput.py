@@ -29,7 +29,12 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_header, markdown_table, median_time, write_result  # noqa: E402
+from _common import (  # noqa: E402
+    interleaved_median_times,
+    machine_header,
+    markdown_table,
+    write_result,
+)
 
 LAYERS, HIDDEN, BINS, BOUND, BATCH = 8, 128, 8, 5.0, 1024
 DIMS = (2, 32, 66)
@@ -83,6 +88,20 @@ def build_zuko(arch: str, d: int) -> Model:
 def build_normflows(arch: str, d: int) -> Model:
     import normflows as nf
 
+    class DensityDirection(nf.flows.Flow):
+        """normflows' autoregressive layers run their one-pass direction when sampling (IAF);
+        swapping the directions gives the MAF of the other libraries."""
+
+        def __init__(self, flow):
+            super().__init__()
+            self.flow = flow
+
+        def forward(self, z, context=None):
+            return self.flow.inverse(z)
+
+        def inverse(self, x, context=None):
+            return self.flow.forward(x)
+
     layers = []
     for i in range(LAYERS):
         if arch == "nsf":
@@ -93,7 +112,11 @@ def build_normflows(arch: str, d: int) -> Model:
             )
         else:
             layers.append(
-                nf.flows.MaskedAffineAutoregressive(d, HIDDEN, num_blocks=1, use_residual_blocks=False)
+                DensityDirection(
+                    nf.flows.MaskedAffineAutoregressive(
+                        d, HIDDEN, num_blocks=1, use_residual_blocks=False
+                    )
+                )
             )
         if i < LAYERS - 1:
             layers.append(nf.flows.Permute(d, mode="shuffle" if arch == "nsf" else "swap"))
@@ -270,11 +293,10 @@ def main() -> None:
         for d in args.dims:
             models = {lib: build(lib, arch, d, device) for lib in libs}
             for cell in CELLS:
-                times = {}
-                for lib in libs:
-                    model, x = models[lib]
-                    fn = cell_function(model, x, cell)
-                    times[lib] = median_time(fn, repeats=args.repeats, warmup=args.warmup, sync=sync)
+                fns = {lib: cell_function(*models[lib], cell) for lib in libs}
+                times = interleaved_median_times(
+                    fns, repeats=args.repeats, warmup=args.warmup, sync=sync
+                )
                 best_peer = min((times[p] for p in peers), default=math.nan)
                 speedup = best_peer / times["manifoldflows"] if "manifoldflows" in times else math.nan
                 if speedup < 1.2:
@@ -294,7 +316,8 @@ def main() -> None:
         "",
         *machine_header(device, ["zuko", "normflows", "nflows"]),
         f"- batch {BATCH}, {LAYERS} layers, MLP conditioners 2 x {HIDDEN}, NSF: {BINS} bins on "
-        f"[-{BOUND:g}, {BOUND:g}]; median of {args.repeats} runs after {args.warmup} warm-up runs",
+        f"[-{BOUND:g}, {BOUND:g}]; median of {args.repeats} runs after {args.warmup} warm-up runs, "
+        "libraries timed round-robin",
         "- times in milliseconds; speed-up = fastest peer's time / ours (target >= 1.2x); memory "
         "row: peak extra memory of one log_prob forward+backward in a fresh process",
         "",

@@ -10,7 +10,29 @@ from torch import Tensor, nn
 from .errors import InvalidInput
 from .spaces import Space
 
-__all__ = ["reference_tensor", "check_points", "check_context", "context_batch_shape"]
+__all__ = [
+    "all_finite",
+    "reference_tensor",
+    "check_points",
+    "check_context",
+    "context_batch_shape",
+]
+
+
+def all_finite(*tensors: Tensor) -> bool:
+    """Whether every floating-point tensor given is free of NaN and inf.
+
+    Fast path: a sum is finite when all terms are, so one reduction per tensor and a single
+    device synchronisation decide the common case; only a non-finite sum (a bad value, or an
+    overflow of large finite values) falls back to the exact elementwise test.
+    """
+    floats = [t for t in tensors if torch.is_floating_point(t) and t.numel()]
+    if not floats:
+        return True
+    total = floats[0].sum() if len(floats) == 1 else torch.stack([t.sum() for t in floats]).sum()
+    if bool(torch.isfinite(total)):
+        return True
+    return all(bool(torch.isfinite(t).all()) for t in floats)
 
 
 def reference_tensor(module: nn.Module) -> Tensor | None:
@@ -66,7 +88,7 @@ def check_context(
             f"{who}: context batch shape {tuple(context.shape[:-1])} does not broadcast with "
             f"the input batch shape {tuple(batch_shape)}"
         ) from None
-    if not bool(torch.isfinite(context).all()):
+    if not all_finite(context):
         raise InvalidInput(f"{who}: expected a finite context, got NaN/inf values")
 
 

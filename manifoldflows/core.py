@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_context, check_points
+from ._checks import all_finite, check_context, check_points
 from .distributions.base import Distribution, Shape
 from .errors import (
     InvalidInput,
@@ -39,10 +39,6 @@ __all__ = [
     "StochasticFlowError",
     "energy_fn",
 ]
-
-
-def _all_finite(*tensors: Tensor) -> bool:
-    return all(bool(torch.isfinite(t).all()) for t in tensors if torch.is_floating_point(t))
 
 
 class Transform(nn.Module):
@@ -130,7 +126,7 @@ class Transform(nn.Module):
         if self.context_dim is None:
             context = None  # implementations only ever see a context they asked for
         out, logdet = (self._inverse if inverse else self._forward)(x, context)
-        if self.validate and not _all_finite(out, logdet):
+        if self.validate and not all_finite(out, logdet):
             raise self._nonfinite_error(x, context, inverse)
         return out, logdet
 
@@ -217,7 +213,7 @@ class Chain(Transform):
             for i, layer in order:
                 ctx = None if layer.context_dim is None else context
                 out, logdet = layer._inverse(x, ctx) if inverse else layer._forward(x, ctx)
-                if not _all_finite(out, logdet):
+                if not all_finite(out, logdet):
                     err = layer._nonfinite_error(x, context, inverse)
                     return NonFiniteOutput(f"Chain layer {i}: {err}")
                 x = out

@@ -28,6 +28,7 @@ from .transforms.planar import PlanarFlow, SylvesterFlow
 from .transforms.residual import InvertibleResidual
 
 __all__ = [
+    "autoregressive_orders",
     "RealNVP",
     "NSF",
     "MAF",
@@ -77,6 +78,30 @@ def stack(
             else:
                 parts.append(RandomPermutation(features, generator=generator))
     return Chain(*parts)
+
+
+def autoregressive_orders(
+    features: int, layers: int, permute: str = "reverse", seed: int = 0
+) -> list[torch.Tensor | None]:
+    """MADE orders (degrees ``1..d``) per layer that replace permutation layers.
+
+    ``"reverse"`` alternates the natural and the reversed order, ``"random"`` draws a seeded
+    random order per layer (the first keeps the natural order), ``"none"`` keeps the natural
+    order everywhere. Folding the permutation into the masks saves a copy per layer.
+    """
+    if permute not in ("random", "reverse", "none"):
+        raise ValueError(f"permute must be 'random', 'reverse' or 'none', got {permute!r}")
+    generator = torch.Generator().manual_seed(seed)
+    natural = torch.arange(1, features + 1)
+    orders: list[torch.Tensor | None] = []
+    for i in range(layers):
+        if permute == "none" or i == 0:
+            orders.append(None)
+        elif permute == "reverse" or features == 2:
+            orders.append(natural.flip(0) if i % 2 == 1 else None)
+        else:
+            orders.append(torch.randperm(features, generator=generator) + 1)
+    return orders
 
 
 def RealNVP(
@@ -133,6 +158,7 @@ def NSF(
         (torch.Size([3, 2]), torch.Size([3]))
     """
     if autoregressive:
+        orders = autoregressive_orders(features, layers, permute, seed)
 
         def block(i: int) -> Transform:
             return MaskedSplineAutoregressive(
@@ -143,7 +169,11 @@ def NSF(
                 hidden=hidden,
                 activation=activation,
                 mode="maf",
+                order=orders[i],
             )
+
+        chain = stack(features, block, layers, permute="none", actnorm=actnorm)
+        return Flow(StandardNormal(features), chain)
     else:
         if features < 2:
             raise ValueError("NSF: coupling needs features >= 2; use autoregressive=True for 1-D")
@@ -175,12 +205,19 @@ def _affine_autoregressive(mode: str, name: str):
         permute: str = "reverse",
         seed: int = 0,
     ) -> Flow:
+        orders = autoregressive_orders(features, layers, permute, seed)
+
         def block(i: int) -> Transform:
             return MaskedAffineAutoregressive(
-                features, mode=mode, context_dim=context_dim, hidden=hidden, activation=activation
+                features,
+                mode=mode,
+                context_dim=context_dim,
+                hidden=hidden,
+                activation=activation,
+                order=orders[i],
             )
 
-        chain = stack(features, block, layers, permute=permute, actnorm=actnorm, seed=seed)
+        chain = stack(features, block, layers, permute="none", actnorm=actnorm)
         return Flow(StandardNormal(features), chain)
 
     preset.__name__ = preset.__qualname__ = name
@@ -191,7 +228,8 @@ MAF = _affine_autoregressive("maf", "MAF")
 MAF.__doc__ = """Masked Autoregressive Flow (Papamakarios et al. 2017, arXiv:1705.07057).
 
     Affine MADE layers whose parameters are computed from the data side: ``log_prob`` is one
-    pass per layer, sampling is sequential. Layers are separated by reversals.
+    pass per layer, sampling is sequential. Successive layers use reversed (or random, with
+    ``permute="random"``) autoregressive orders.
 
     Example:
         >>> flow = MAF(3, layers=2, hidden=(16,))

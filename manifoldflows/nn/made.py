@@ -6,7 +6,7 @@ before ``i`` in a given order, obtained by masking the weights of ordinary linea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,14 +17,18 @@ from .mlp import make_activation
 __all__ = ["MaskedLinear", "MADE", "made_masks"]
 
 
-def made_masks(order: Tensor, hidden: Sequence[int], outputs_per_input: int) -> list[Tensor]:
+def made_masks(
+    order: Tensor, hidden: Sequence[int], outputs_per_input: int, param_major: bool = False
+) -> list[Tensor]:
     """Connectivity masks for MADE.
 
     Arguments:
         order: ``(d,)`` degrees of the inputs, a permutation of ``1..d``.
         hidden: hidden layer sizes.
-        outputs_per_input: outputs per input coordinate; output ``(i, p)`` has degree
-            ``order[i]`` and is laid out at position ``i * outputs_per_input + p``.
+        outputs_per_input: ``P``, outputs per input coordinate; output ``(i, p)`` has degree
+            ``order[i]``.
+        param_major: lay outputs out as ``p * d + i`` (all first parameters, then all second
+            ones, ...) instead of ``i * P + p``.
 
     Returns:
         One ``(out, in)`` 0/1 mask per linear layer.
@@ -37,20 +41,43 @@ def made_masks(order: Tensor, hidden: Sequence[int], outputs_per_input: int) -> 
     masks = [
         (deg_out[:, None] >= deg_in[None, :]) for deg_in, deg_out in zip(degrees[:-1], degrees[1:])
     ]
-    out_degrees = order.repeat_interleave(outputs_per_input)
+    if param_major:
+        out_degrees = order.repeat(outputs_per_input)
+    else:
+        out_degrees = order.repeat_interleave(outputs_per_input)
     masks.append(out_degrees[:, None] > degrees[-1][None, :])
     return [m.to(torch.get_default_dtype()) for m in masks]
 
 
 class MaskedLinear(nn.Linear):
-    """A linear layer whose weight is multiplied by a fixed 0/1 mask."""
+    """A linear layer whose weight is multiplied by a fixed 0/1 mask.
+
+    Outside autograd (``torch.no_grad`` or a weight without ``requires_grad``) the masked weight
+    is cached and reused until the weight changes (tracked by its in-place version counter), so
+    inference and sampling loops pay for the mask once.
+    """
 
     def __init__(self, mask: Tensor, bias: bool = True):
         super().__init__(mask.shape[1], mask.shape[0], bias=bias)
         self.register_buffer("mask", mask.clone())
+        self._cache: tuple | None = None
+
+    def masked_weight(self) -> Tensor:
+        w = self.weight
+        if torch.is_grad_enabled() and w.requires_grad:
+            return w * self.mask
+        key = (w.data_ptr(), w._version, self.mask.data_ptr(), self.mask._version, w.dtype)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, (w * self.mask).detach())
+        return self._cache[1]
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight * self.mask, self.bias)
+        return F.linear(x, self.masked_weight(), self.bias)
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state["_cache"] = None
+        return state
 
 
 class MADE(nn.Module):
@@ -65,6 +92,8 @@ class MADE(nn.Module):
         order: input degrees, a permutation of ``1..d`` (default ``1..d``).
         activation: activation name.
         zero_last: zero-initialise the output layer.
+        param_major: store the ``P`` parameters of all coordinates in ``P`` contiguous blocks, so
+            that ``out[..., p]`` is a cheap view (good for small ``P`` such as affine maps).
 
     Example:
         >>> made = MADE(3, 2, hidden=(16,))
@@ -82,6 +111,7 @@ class MADE(nn.Module):
         order: Tensor | None = None,
         activation: str = "relu",
         zero_last: bool = True,
+        param_major: bool = False,
     ):
         super().__init__()
         if not hidden:
@@ -92,8 +122,9 @@ class MADE(nn.Module):
                 f"MADE: order must be a permutation of 1..{features}, got {order.tolist()}"
             )
         self.features, self.outputs_per_input = features, outputs_per_input
+        self.param_major = bool(param_major)
         self.register_buffer("order", order.clone())
-        masks = made_masks(order, hidden, outputs_per_input)
+        masks = made_masks(order, hidden, outputs_per_input, self.param_major)
         self.layers = nn.ModuleList(MaskedLinear(m) for m in masks)
         self.activation = make_activation(activation)
         self.context_layer = None if context_dim is None else nn.Linear(context_dim, hidden[0])
@@ -101,10 +132,62 @@ class MADE(nn.Module):
             nn.init.zeros_(self.layers[-1].weight)
             nn.init.zeros_(self.layers[-1].bias)
 
+    def _shape_output(self, h: Tensor) -> Tensor:
+        d, p = self.features, self.outputs_per_input
+        if self.param_major:
+            return h.unflatten(-1, (p, d)).transpose(-1, -2)
+        return h.unflatten(-1, (d, p))
+
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         h = self.layers[0](x)
         if self.context_layer is not None and context is not None:
             h = h + self.context_layer(context)
         for layer in self.layers[1:]:
             h = layer(self.activation(h))
-        return h.unflatten(-1, (self.features, self.outputs_per_input))
+        return self._shape_output(h)
+
+    def solve(
+        self,
+        x: Tensor,
+        context: Tensor | None,
+        step: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+    ) -> tuple[Tensor, Tensor]:
+        """Solve ``out_i = step(x_i, theta_i(out_<i))`` coordinate by coordinate.
+
+        This is the sequential direction of an autoregressive flow (sampling for MAF, density
+        evaluation for IAF). Instead of ``d`` full network passes it updates the first layer's
+        pre-activation by a rank-one term per solved coordinate and evaluates only the output
+        rows of the coordinate being solved, so each step costs the hidden layers only.
+
+        Arguments:
+            x: ``(..., d)`` inputs of the elementwise maps.
+            context: context or ``None``.
+            step: ``(x_i, params_i) -> (out_i, logabsdet_i)`` with ``x_i`` of shape ``(...)``
+                and ``params_i`` of shape ``(..., P)``.
+
+        Returns:
+            ``(out, logabsdet)`` with ``out`` like ``x`` and the logdet summed over coordinates.
+        """
+        first, last = self.layers[0], self.layers[-1]
+        w_first = first.masked_weight()
+        w_last, b_last = last.masked_weight(), last.bias
+        d, p = self.features, self.outputs_per_input
+        pre = first.bias
+        if self.context_layer is not None and context is not None:
+            pre = pre + self.context_layer(context)
+        batch = torch.broadcast_shapes(x.shape[:-1], pre.shape[:-1])
+        pre = pre.expand(*batch, pre.shape[-1])
+        x = x.expand(*batch, d)
+        outputs: list[Tensor | None] = [None] * d
+        total = None
+        for i in torch.argsort(self.order).tolist():  # coordinates in autoregressive order
+            h = self.activation(pre)
+            for layer in self.layers[1:-1]:
+                h = self.activation(layer(h))
+            rows = slice(i, None, d) if self.param_major else slice(i * p, (i + 1) * p)
+            params = F.linear(h, w_last[rows], b_last[rows])
+            out, logdet = step(x[..., i], params)
+            outputs[i] = out
+            total = logdet if total is None else total + logdet
+            pre = pre + out.unsqueeze(-1) * w_first[:, i]
+        return torch.stack(outputs, dim=-1), total

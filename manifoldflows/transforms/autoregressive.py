@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from ..core import Transform
@@ -34,6 +35,8 @@ class MaskedAutoregressive(Transform):
         context_dim: context size.
         hidden: MADE hidden sizes.
         activation: MADE activation.
+        order: autoregressive order as degrees, a permutation of ``1..d`` (default: natural
+            order). Alternating orders between layers replaces explicit permutation layers.
 
     Example:
         >>> from manifoldflows.transforms.monotone import AffineMap
@@ -52,6 +55,7 @@ class MaskedAutoregressive(Transform):
         context_dim: int | None = None,
         hidden: Sequence[int] = (64, 64),
         activation: str = "relu",
+        order: Sequence[int] | Tensor | None = None,
     ):
         if mode not in MODES:
             raise ValueError(f"{type(self).__name__}: mode must be one of {MODES}, got {mode!r}")
@@ -64,6 +68,8 @@ class MaskedAutoregressive(Transform):
             hidden,
             context_dim=context_dim,
             activation=activation,
+            order=None if order is None else torch.as_tensor(order),
+            param_major=monotone_map.param_major,
         )
 
     def extra_repr(self) -> str:
@@ -77,12 +83,9 @@ class MaskedAutoregressive(Transform):
         return out, logdet.sum(-1)
 
     def _sequential(self, x: Tensor, context: Tensor | None, inverse: bool):
-        """Solve ``out_i = step(x_i; made(out)_i)`` one coordinate per pass (``d`` passes)."""
+        """Solve ``out_i = step(x_i; made(out)_i)`` coordinate by coordinate (see MADE.solve)."""
         step = self.monotone_map.inverse if inverse else self.monotone_map.forward
-        out = x
-        for _ in range(self.features):
-            out, logdet = step(x, self.made(out, context))
-        return out, logdet.sum(-1)
+        return self.made.solve(x, context, step)
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if self.mode == "iaf":

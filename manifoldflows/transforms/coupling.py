@@ -94,7 +94,10 @@ class Coupling(Transform):
 
     def _params(self, cond: Tensor, context: Tensor | None) -> Tensor:
         raw = self.conditioner(concat_context(cond, context))
-        return raw.unflatten(-1, (self.n_trans, self.monotone_map.params_per_dim))
+        p = self.monotone_map.params_per_dim
+        if self.monotone_map.param_major:
+            return raw.unflatten(-1, (p, self.n_trans)).transpose(-1, -2)
+        return raw.unflatten(-1, (self.n_trans, p))
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         cond, trans = self._blocks(x)

@@ -33,6 +33,10 @@ class MonotoneMap:
     """Base class: an elementwise bijection ``R -> R`` with ``params_per_dim`` parameters."""
 
     params_per_dim: int = 0
+    #: Whether conditioners should lay parameters out as ``P`` contiguous blocks of ``d`` (cheap
+    #: ``params[..., p]`` views; best for maps with few parameters) rather than ``d`` blocks of
+    #: ``P`` (best for maps that reduce over their parameter vector, such as splines).
+    param_major: bool = False
 
     def forward(self, x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -48,6 +52,7 @@ class AdditiveMap(MonotoneMap):
     """``y = x + t`` (NICE; Dinh et al. 2014, arXiv:1410.8516). Volume preserving."""
 
     params_per_dim = 1
+    param_major = True
 
     def forward(self, x, params):
         y = x + params[..., 0]
@@ -65,6 +70,7 @@ class AffineMap(MonotoneMap):
     """
 
     params_per_dim = 2
+    param_major = True
 
     def __init__(self, scale_bound: float = 5.0):
         self.scale_bound = float(scale_bound)
