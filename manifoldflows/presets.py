@@ -10,8 +10,10 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .core import Chain, Flow, Inverse, Transform
-from .distributions import ImageStandardNormal, StandardNormal
+from .distributions import ImageStandardNormal, StandardNormal, Uniform
+from .spaces import Torus
 from .transforms.autoregressive import MaskedAffineAutoregressive, MaskedSplineAutoregressive
+from .transforms.circular import CircularElementwise, make_circle_map
 from .transforms.coupling import AffineCoupling, SplineCoupling
 from .transforms.flowpp import LogisticMixtureCoupling
 from .transforms.linear import RandomPermutation, Reverse
@@ -26,6 +28,7 @@ from .transforms.neural_autoregressive import NeuralAutoregressive
 from .transforms.normalization import ActNorm
 from .transforms.planar import PlanarFlow, SylvesterFlow
 from .transforms.residual import InvertibleResidual
+from .transforms.torus import TorusAutoregressive, TorusCoupling
 
 __all__ = [
     "autoregressive_orders",
@@ -40,6 +43,8 @@ __all__ = [
     "FlowPP",
     "Planar",
     "Sylvester",
+    "TorusNSF",
+    "TorusMoebius",
 ]
 
 
@@ -78,6 +83,16 @@ def stack(
             else:
                 parts.append(RandomPermutation(features, generator=generator))
     return Chain(*parts)
+
+
+def alternate_halves(permute: str, i: int) -> bool:
+    """Whether coupling block ``i`` should transform the first half instead of the second.
+
+    Coupling blocks alternate halves only when no permutation separates them: a reversal
+    between blocks already swaps the halves, and alternating as well would make every block
+    transform the same coordinates.
+    """
+    return permute == "none" and i % 2 == 1
 
 
 def autoregressive_orders(
@@ -125,7 +140,11 @@ def RealNVP(
 
     def block(i: int) -> Transform:
         return AffineCoupling(
-            features, context_dim=context_dim, hidden=hidden, activation=activation, swap=i % 2 == 1
+            features,
+            context_dim=context_dim,
+            hidden=hidden,
+            activation=activation,
+            swap=alternate_halves(permute, i),
         )
 
     chain = stack(features, block, layers, permute=permute, actnorm=actnorm, seed=seed)
@@ -186,7 +205,7 @@ def NSF(
                 context_dim=context_dim,
                 hidden=hidden,
                 activation=activation,
-                swap=i % 2 == 1,
+                swap=alternate_halves(permute, i),
             )
 
     chain = stack(features, block, layers, permute=permute, actnorm=actnorm, seed=seed)
@@ -479,7 +498,7 @@ def FlowPP(
             context_dim=context_dim,
             hidden=hidden,
             activation=activation,
-            swap=i % 2 == 1,
+            swap=alternate_halves(permute, i),
         )
 
     chain = stack(features, block, layers, permute=permute, actnorm=actnorm, seed=seed)
@@ -566,3 +585,130 @@ def Sylvester(
         )
 
     return Flow(StandardNormal(features), stack(features, block, layers, permute="none"))
+
+
+def _torus_mask(features: int, i: int) -> torch.Tensor:
+    """Transformed angles of the ``i``-th torus coupling: halves, then alternating parities."""
+    index = torch.arange(features)
+    half = index >= features // 2
+    odd = index % 2 == 1
+    masks = (half, ~half) if features == 2 else (half, ~half, odd, ~odd)
+    return masks[i % len(masks)]
+
+
+def _torus_flow(
+    who: str,
+    n: int,
+    circle_map: str,
+    map_options: dict,
+    *,
+    context_dim: int | None,
+    layers: int,
+    hidden: Sequence[int],
+    activation: str,
+    autoregressive: bool,
+    mode: str,
+) -> Flow:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"{who}: expected a positive integer number of angles n, got {n!r}")
+    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
+        raise ValueError(f"{who}: expected a positive integer number of layers, got {layers!r}")
+    options = dict(context_dim=context_dim, hidden=hidden, activation=activation)
+    blocks: list[Transform] = []
+    if n == 1:  # nothing to condition on: elementwise (optionally context-conditional) maps
+        for _ in range(layers):
+            blocks.append(
+                CircularElementwise(1, make_circle_map(circle_map, **map_options), **options)
+            )
+    elif autoregressive:
+        for order in autoregressive_orders(n, layers, "reverse"):
+            blocks.append(
+                TorusAutoregressive(n, circle_map, mode=mode, order=order, **options, **map_options)
+            )
+    else:
+        for i in range(layers):
+            blocks.append(
+                TorusCoupling(n, circle_map, mask=_torus_mask(n, i), **options, **map_options)
+            )
+    return Flow(Uniform(Torus(n)), Chain(*blocks))
+
+
+def TorusNSF(
+    n: int,
+    *,
+    context_dim: int | None = None,
+    layers: int = 4,
+    bins: int = 8,
+    hidden: Sequence[int] = (64, 64),
+    autoregressive: bool = False,
+    mode: str = "maf",
+    shift: bool = True,
+    activation: str = "relu",
+) -> Flow:
+    """Circular neural spline flow on the torus ``T^n`` (Rezende et al. 2020, arXiv:2002.02428).
+
+    Base: the uniform distribution on ``Torus(n)`` (density ``(2 pi)^-n`` w.r.t. the angle box).
+    Layers: circular rational-quadratic splines with ``bins`` bins (and a learnable rotation
+    when ``shift``) whose parameters come from conditioners that see ``(cos, sin)`` of other
+    angles: :class:`~manifoldflows.transforms.TorusCoupling` layers (transformed halves, then
+    alternating parities, so every pair of angles interacts) or, with ``autoregressive=True``,
+    :class:`~manifoldflows.transforms.TorusAutoregressive` layers in alternating orders
+    (``mode="maf"``: one-pass density, ``"iaf"``: one-pass sampling). For ``n = 1`` the layers
+    are elementwise circular splines, conditioned on the context if ``context_dim`` is given.
+
+    Example:
+        >>> flow = TorusNSF(2, layers=2, bins=4, hidden=(16,))
+        >>> x, log_q = flow.sample_and_log_prob((5,))
+        >>> x.shape, torch.allclose(flow.log_prob(x), log_q, atol=1e-4)
+        (torch.Size([5, 2]), True)
+    """
+    return _torus_flow(
+        "TorusNSF",
+        n,
+        "spline",
+        {"bins": bins, "shift": shift},
+        context_dim=context_dim,
+        layers=layers,
+        hidden=hidden,
+        activation=activation,
+        autoregressive=autoregressive,
+        mode=mode,
+    )
+
+
+def TorusMoebius(
+    n: int,
+    *,
+    context_dim: int | None = None,
+    layers: int = 4,
+    components: int = 4,
+    hidden: Sequence[int] = (64, 64),
+    autoregressive: bool = False,
+    mode: str = "maf",
+    shift: bool = True,
+    activation: str = "relu",
+) -> Flow:
+    """Moebius flow on the torus ``T^n`` (Rezende et al. 2020, arXiv:2002.02428).
+
+    Like :func:`TorusNSF` with convex combinations of ``components`` Moebius maps (each fixing
+    ``-pi``, followed by a learnable rotation when ``shift``) instead of splines. Directions
+    that invert a mixture with ``components > 1`` use a bracketed root finder.
+
+    Example:
+        >>> flow = TorusMoebius(1, layers=2, components=2)
+        >>> x, log_q = flow.sample_and_log_prob((5,))
+        >>> torch.allclose(flow.log_prob(x), log_q, atol=1e-4)
+        True
+    """
+    return _torus_flow(
+        "TorusMoebius",
+        n,
+        "moebius",
+        {"components": components, "shift": shift},
+        context_dim=context_dim,
+        layers=layers,
+        hidden=hidden,
+        activation=activation,
+        autoregressive=autoregressive,
+        mode=mode,
+    )

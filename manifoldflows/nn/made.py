@@ -14,11 +14,28 @@ from torch import Tensor, nn
 
 from .mlp import make_activation
 
-__all__ = ["MaskedLinear", "MADE", "made_masks"]
+__all__ = ["MaskedLinear", "MADE", "made_masks", "hidden_degrees"]
+
+
+def hidden_degrees(features: int, hidden: Sequence[int], conditional: bool) -> list[Tensor]:
+    """Degrees of the hidden units of each layer.
+
+    Degrees cycle through ``1..d-1`` so that every degree is represented. With a context they
+    cycle through ``0..d-1``: degree-0 units see only the context, which lets the first
+    coordinate's parameters depend on the context too (without them, the first coordinate of a
+    conditional MADE would be unconditional).
+    """
+    if conditional:
+        return [torch.arange(size) % features for size in hidden]
+    return [torch.arange(size) % max(features - 1, 1) + 1 for size in hidden]
 
 
 def made_masks(
-    order: Tensor, hidden: Sequence[int], outputs_per_input: int, param_major: bool = False
+    order: Tensor,
+    hidden: Sequence[int],
+    outputs_per_input: int,
+    param_major: bool = False,
+    conditional: bool = False,
 ) -> list[Tensor]:
     """Connectivity masks for MADE.
 
@@ -29,15 +46,14 @@ def made_masks(
             ``order[i]``.
         param_major: lay outputs out as ``p * d + i`` (all first parameters, then all second
             ones, ...) instead of ``i * P + p``.
+        conditional: whether a context feeds the first hidden layer (see
+            :func:`hidden_degrees`).
 
     Returns:
         One ``(out, in)`` 0/1 mask per linear layer.
     """
     d = order.numel()
-    degrees = [order]
-    for size in hidden:
-        # Hidden degrees cycle through 1..d-1 so every degree is represented (when size >= d-1).
-        degrees.append(torch.arange(size) % max(d - 1, 1) + 1)
+    degrees = [order, *hidden_degrees(d, hidden, conditional)]
     masks = [
         (deg_out[:, None] >= deg_in[None, :]) for deg_in, deg_out in zip(degrees[:-1], degrees[1:])
     ]
@@ -124,7 +140,10 @@ class MADE(nn.Module):
         self.features, self.outputs_per_input = features, outputs_per_input
         self.param_major = bool(param_major)
         self.register_buffer("order", order.clone())
-        masks = made_masks(order, hidden, outputs_per_input, self.param_major)
+        conditional = context_dim is not None
+        masks = made_masks(order, hidden, outputs_per_input, self.param_major, conditional)
+        for i, degrees in enumerate(hidden_degrees(features, hidden, conditional)):
+            self.register_buffer(f"_degrees{i}", degrees, persistent=False)
         self.layers = nn.ModuleList(MaskedLinear(m) for m in masks)
         self.activation = make_activation(activation)
         self.context_layer = None if context_dim is None else nn.Linear(context_dim, hidden[0])
@@ -155,9 +174,13 @@ class MADE(nn.Module):
         """Solve ``out_i = step(x_i, theta_i(out_<i))`` coordinate by coordinate.
 
         This is the sequential direction of an autoregressive flow (sampling for MAF, density
-        evaluation for IAF). Instead of ``d`` full network passes it updates the first layer's
-        pre-activation by a rank-one term per solved coordinate and evaluates only the output
-        rows of the coordinate being solved, so each step costs the hidden layers only.
+        evaluation for IAF). Instead of ``d`` full network passes it exploits the masks:
+
+        * the first layer's pre-activation is updated by a rank-one term per solved coordinate;
+        * hidden units are sorted by degree, and the parameters of a coordinate of degree ``k``
+          only need the units of degree ``< k`` in every hidden layer (a leading block of the
+          sorted weight matrices), so early coordinates are cheap;
+        * only the output rows of the coordinate being solved are evaluated.
 
         Arguments:
             x: ``(..., d)`` inputs of the elementwise maps.
@@ -168,26 +191,48 @@ class MADE(nn.Module):
         Returns:
             ``(out, logabsdet)`` with ``out`` like ``x`` and the logdet summed over coordinates.
         """
-        first, last = self.layers[0], self.layers[-1]
-        w_first = first.masked_weight()
-        w_last, b_last = last.masked_weight(), last.bias
         d, p = self.features, self.outputs_per_input
-        pre = first.bias
+        hidden_layers = len(self.layers) - 1
+        degrees = [getattr(self, f"_degrees{i}") for i in range(hidden_layers)]
+        sort = [torch.argsort(deg, stable=True) for deg in degrees]
+        sorted_degrees = [deg[idx] for deg, idx in zip(degrees, sort)]
+        # Weights with hidden units in degree order (rows: this layer, columns: previous layer).
+        w_first_t = self.layers[0].masked_weight()[sort[0]].t().contiguous()  # (d, H): rows
+        pre = self.layers[0].bias[sort[0]]
         if self.context_layer is not None and context is not None:
-            pre = pre + self.context_layer(context)
+            pre = pre + self.context_layer(context)[..., sort[0]]
+        middle = []
+        for l in range(1, hidden_layers):
+            w = self.layers[l].masked_weight()[sort[l]][:, sort[l - 1]]
+            middle.append((w, self.layers[l].bias[sort[l]]))
+        w_last = self.layers[-1].masked_weight()[:, sort[-1]]
+        b_last = self.layers[-1].bias
         batch = torch.broadcast_shapes(x.shape[:-1], pre.shape[:-1])
+        in_place = not (torch.is_grad_enabled() and (x.requires_grad or w_first_t.requires_grad))
         pre = pre.expand(*batch, pre.shape[-1])
+        if in_place:
+            pre = pre.clone()
         x = x.expand(*batch, d)
+        coordinates = torch.argsort(self.order)  # in autoregressive order
+        # counts[l][k]: number of units of layer l with degree < degree of the k-th coordinate
+        counts = [
+            torch.searchsorted(sd, self.order[coordinates], right=False).tolist()
+            for sd in sorted_degrees
+        ]
         outputs: list[Tensor | None] = [None] * d
         total = None
-        for i in torch.argsort(self.order).tolist():  # coordinates in autoregressive order
-            h = self.activation(pre)
-            for layer in self.layers[1:-1]:
-                h = self.activation(layer(h))
+        for k, i in enumerate(coordinates.tolist()):
+            n = [c[k] for c in counts]
+            h = self.activation(pre[..., : n[0]])
+            for l, (w, b) in enumerate(middle, start=1):
+                h = self.activation(F.linear(h, w[: n[l], : n[l - 1]], b[: n[l]]))
             rows = slice(i, None, d) if self.param_major else slice(i * p, (i + 1) * p)
-            params = F.linear(h, w_last[rows], b_last[rows])
+            params = F.linear(h, w_last[rows, : n[-1]], b_last[rows])
             out, logdet = step(x[..., i], params)
             outputs[i] = out
             total = logdet if total is None else total + logdet
-            pre = pre + out.unsqueeze(-1) * w_first[:, i]
+            if in_place:
+                pre.addcmul_(out.unsqueeze(-1), w_first_t[i])
+            else:
+                pre = torch.addcmul(pre, out.unsqueeze(-1), w_first_t[i])
         return torch.stack(outputs, dim=-1), total
