@@ -1,6 +1,7 @@
 """Base distributions on every space (densities w.r.t. the space's Riemannian volume)."""
 
 from .base import Distribution
+from .directional import Mixture, VonMises, VonMisesFisher, WrappedNormal
 from .image import ImageStandardNormal
 from .normal import DiagNormal, GaussianMixture, StandardNormal
 from .uniform import Uniform
@@ -12,4 +13,8 @@ __all__ = [
     "GaussianMixture",
     "Uniform",
     "ImageStandardNormal",
+    "VonMises",
+    "VonMisesFisher",
+    "WrappedNormal",
+    "Mixture",
 ]

@@ -1,8 +1,10 @@
 """Spaces on which flows and distributions live (see :class:`Space`)."""
 
 from .base import Space
+from .circle import Circle, Torus
 from .euclidean import Euclidean, Interval
 from .image import Image
 from .product import Product
+from .sphere import Sphere
 
-__all__ = ["Space", "Euclidean", "Interval", "Product", "Image"]
+__all__ = ["Space", "Euclidean", "Interval", "Product", "Image", "Torus", "Circle", "Sphere"]

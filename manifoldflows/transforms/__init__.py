@@ -6,6 +6,14 @@ from .autoregressive import (
     MaskedAutoregressive,
     MaskedSplineAutoregressive,
 )
+from .charts import AngleToCircle, Stereographic
+from .circular import (
+    CircularElementwise,
+    CircularShift,
+    CircularSpline,
+    MoebiusCircle,
+    NonCompactProjection,
+)
 from .coupling import AdditiveCoupling, AffineCoupling, Coupling, SplineCoupling
 from .elementwise import Exp, IntervalToReal, Logit, Sigmoid, Softplus, Tanh
 from .flowpp import LogisticMixtureCoupling
@@ -15,6 +23,8 @@ from .neural_autoregressive import NeuralAutoregressive
 from .normalization import ActNorm
 from .planar import PlanarFlow, RadialFlow, SylvesterFlow
 from .residual import ConvergenceError, InvertibleResidual
+from .sphere import ExpMapRadial, MoebiusSphere, RecursiveSphereFlow, SphereRotation
+from .torus import TorusAutoregressive, TorusCoupling
 
 __all__ = [
     "Transform",
@@ -50,4 +60,17 @@ __all__ = [
     "SylvesterFlow",
     "InvertibleResidual",
     "ConvergenceError",
+    "CircularElementwise",
+    "MoebiusCircle",
+    "CircularSpline",
+    "CircularShift",
+    "NonCompactProjection",
+    "TorusCoupling",
+    "TorusAutoregressive",
+    "SphereRotation",
+    "MoebiusSphere",
+    "ExpMapRadial",
+    "RecursiveSphereFlow",
+    "Stereographic",
+    "AngleToCircle",
 ]

@@ -1,0 +1,96 @@
+"""Checker cases for circle layers (Moebius, circular splines, shifts, non-compact projection)
+and torus coupling / autoregressive layers."""
+
+from manifoldflows.transforms.circular import (
+    CircularElementwise,
+    CircularShift,
+    CircularSpline,
+    MoebiusCircle,
+    MoebiusMap,
+    NonCompactMap,
+    NonCompactProjection,
+)
+from manifoldflows.transforms.torus import TorusAutoregressive, TorusCoupling
+
+from . import Case
+
+# Splines and Moebius mixtures get larger perturbations so that they are far from the identity.
+STRONG = {"perturb": 0.5}
+
+CASES = [
+    Case("moebius-circle", MoebiusCircle, lambda: MoebiusCircle(2), STRONG),
+    Case(
+        "moebius-circle-mixture-fixed-seam",
+        MoebiusCircle,
+        lambda: MoebiusCircle(1, components=3, shift=False),
+        {"perturb": 1.0},
+    ),
+    Case(
+        "moebius-circle-mixture-context",
+        MoebiusCircle,
+        lambda: MoebiusCircle(2, components=2, context_dim=2, hidden=(8,)),
+    ),
+    Case("circular-spline", CircularSpline, lambda: CircularSpline(3, bins=5), STRONG),
+    Case(
+        "circular-spline-fixed-seam-context",
+        CircularSpline,
+        lambda: CircularSpline(1, bins=4, shift=False, context_dim=2, hidden=(8,)),
+        STRONG,
+    ),
+    Case("circular-shift", CircularShift, lambda: CircularShift(2)),
+    Case(
+        "circular-shift-context",
+        CircularShift,
+        lambda: CircularShift(1, context_dim=3, hidden=(8,)),
+    ),
+    Case("noncompact-projection", NonCompactProjection, lambda: NonCompactProjection(2), STRONG),
+    Case(
+        "noncompact-projection-context",
+        NonCompactProjection,
+        lambda: NonCompactProjection(1, context_dim=2, hidden=(8,)),
+    ),
+    Case(
+        "circular-elementwise-generic",
+        CircularElementwise,
+        lambda: CircularElementwise(2, NonCompactMap(scale_bound=2.0)),
+        STRONG,
+    ),
+    Case(
+        "torus-coupling-spline",
+        TorusCoupling,
+        lambda: TorusCoupling(3, "spline", bins=4, hidden=(16,)),
+        STRONG,
+    ),
+    Case(
+        "torus-coupling-moebius-context-swap",
+        TorusCoupling,
+        lambda: TorusCoupling(2, "moebius", components=3, context_dim=2, hidden=(16,), swap=True),
+        STRONG,
+    ),
+    Case(
+        "torus-coupling-mask-map-object",
+        TorusCoupling,
+        lambda: TorusCoupling(4, MoebiusMap(1), mask=[True, False, True, False], hidden=(16,)),
+        STRONG,
+    ),
+    Case(
+        "torus-autoregressive-spline",
+        TorusAutoregressive,
+        lambda: TorusAutoregressive(3, "spline", bins=4, hidden=(16,)),
+        STRONG,
+    ),
+    Case(
+        "torus-autoregressive-spline-iaf-context-order",
+        TorusAutoregressive,
+        lambda: TorusAutoregressive(
+            3, "spline", bins=3, hidden=(16,), mode="iaf", context_dim=2, order=[3, 1, 2]
+        ),
+        STRONG,
+    ),
+    Case(
+        "torus-autoregressive-moebius",
+        TorusAutoregressive,
+        lambda: TorusAutoregressive(2, "moebius", components=2, hidden=(16,)),
+        STRONG,
+    ),
+]
