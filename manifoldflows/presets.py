@@ -693,13 +693,16 @@ def TorusMoebius(
     autoregressive: bool = False,
     mode: str = "maf",
     shift: bool = True,
+    max_radius: float = 0.99,
     activation: str = "relu",
 ) -> Flow:
     """Moebius flow on the torus ``T^n`` (Rezende et al. 2020, arXiv:2002.02428).
 
     Like :func:`TorusNSF` with convex combinations of ``components`` Moebius maps (each fixing
-    ``-pi``, followed by a learnable rotation when ``shift``) instead of splines. Directions
-    that invert a mixture with ``components > 1`` use a bracketed root finder.
+    ``-pi``, followed by a learnable rotation when ``shift``) instead of splines. The centres
+    satisfy ``|w| < max_radius``, which bounds every layer's density ratio by
+    ``(1 + r) / (1 - r)``. Directions that invert a mixture with ``components > 1`` use a
+    bracketed root finder.
 
     Example:
         >>> flow = TorusMoebius(1, layers=2, components=2)
@@ -711,7 +714,7 @@ def TorusMoebius(
         "TorusMoebius",
         n,
         "moebius",
-        {"components": components, "shift": shift},
+        {"components": components, "shift": shift, "max_radius": max_radius},
         context_dim=context_dim,
         layers=layers,
         hidden=hidden,

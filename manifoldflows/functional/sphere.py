@@ -69,7 +69,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .splines import _gather, _inverse_fraction, bin_knots, knot_derivatives
+from .splines import _inverse_fraction, bin_knots, knot_derivatives
 
 __all__ = [
     "tangent_logdet",
@@ -88,6 +88,11 @@ __all__ = [
 
 def _tiny(x: Tensor) -> float:
     return torch.finfo(x.dtype).tiny
+
+
+def _gather(table: Tensor, index: Tensor) -> Tensor:
+    """``table[..., index]`` elementwise; ``index`` has the batch shape of ``table``."""
+    return torch.gather(table, -1, index.unsqueeze(-1)).squeeze(-1)
 
 
 def _dot(u: Tensor, v: Tensor) -> Tensor:
