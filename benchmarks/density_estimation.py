@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -538,14 +539,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         if value is not None:
             setattr(config, name, value)
 
+    load_start = os.getloadavg()[0]
     start = time.perf_counter()
     results = run(args.datasets, args.models, config)
     total = time.perf_counter() - start
+    load_end = os.getloadavg()[0]
     lines = [
         "# Density estimation: held-out NLL against exact densities",
         "",
         *machine_header(torch.device("cpu"), ["matplotlib"]),
-        f"- total wall time (data, references, training, evaluation): {total:.0f} s",
+        f"- total wall time (data, references, training, evaluation): {total:.0f} s; 1-minute "
+        f"load average {load_start:.1f} at the start and {load_end:.1f} at the end (wall times "
+        "grow with the load of other processes)",
         "",
         f"Training: `fit` with Adam, lr {config.lr} with cosine decay to 0, batch "
         f"{config.batch_size}, {config.n_train:,} training points per set (exact samples, "

@@ -40,6 +40,13 @@ def test_benchmark_core_runs_and_gives_finite_numbers(bench, tmp_path):
     assert path.read_bytes().startswith(b"\x89PNG")
 
 
+def test_benchmark_command_line_quick_mode(bench, capsys):
+    argv = ["--quick", "--datasets", "checkerboard", "--models", "MAF", "--steps", "2"]
+    bench.main([*argv, "--n-train", "32", "--n-test", "32", "--size", "tiny"])
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("|")]
+    assert len(table) == 3 and "checkerboard" in table[2] and "MAF" in table[2]
+
+
 @pytest.mark.parametrize("name", ["two_moons", "eight_gaussians", "checkerboard", "pinwheel"])
 def test_toy_reference_density_matches_its_sampler(bench, name):
     data = bench._datasets()[name]

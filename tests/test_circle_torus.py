@@ -262,7 +262,8 @@ def test_conditional_circle_density_integrates_to_one_for_every_context():
     "name, build, perturb, m, tol",
     [
         # smooth (tanh) conditioners + analytic Moebius maps (|w| <= 0.8 keeps them away from
-        # their poles): the midpoint rule is spectrally accurate; splines are C^1 only (and ReLU conditioners C^0), so their error is O(h^2).
+        # their poles): the midpoint rule is spectrally accurate. Splines are C^1 only (and
+        # ReLU conditioners C^0), so their error is O(h^2).
         (
             "moebius-coupling",
             lambda: TorusMoebius(
@@ -420,6 +421,22 @@ def test_periodic_made_is_autoregressive_in_the_angles():
     assert bool((jac[allowed] != 0).all())
     emb = periodic_embedding(x)
     assert torch.allclose(emb[0::2], x.cos()) and torch.allclose(emb[1::2], x.sin())
+
+
+@pytest.mark.parametrize("mode", ["maf", "iaf"])
+def test_conditional_torus_autoregressive_conditions_every_angle(mode):
+    """The first angle in the order has no earlier angles, but it must still see the context."""
+    layer = _perturbed(
+        TorusAutoregressive(
+            3, "spline", bins=4, hidden=(16,), context_dim=2, order=[2, 3, 1], mode=mode
+        ),
+        0.5,
+    )
+    x = Torus(3).random((8,), dtype=F64, generator=_gen(16))
+    with torch.no_grad():
+        y0, _ = layer(x, torch.zeros(2, dtype=F64))
+        y1, _ = layer(x, torch.ones(2, dtype=F64))
+    assert bool((Torus(1).dist(y0[..., :, None], y1[..., :, None]) > 1e-6).all())
 
 
 @pytest.mark.parametrize("mode", ["maf", "iaf"])

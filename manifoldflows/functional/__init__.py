@@ -1,5 +1,14 @@
 """Pure math kernels returning ``(y, logabsdet)``, written once and reused by the layers."""
 
-from . import affine, elementwise, monotonic, planar, residual, sphere, splines
+from . import affine, circle, elementwise, monotonic, planar, residual, sphere, splines
 
-__all__ = ["affine", "elementwise", "monotonic", "planar", "residual", "sphere", "splines"]
+__all__ = [
+    "affine",
+    "circle",
+    "elementwise",
+    "monotonic",
+    "planar",
+    "residual",
+    "sphere",
+    "splines",
+]

@@ -82,7 +82,8 @@ class PeriodicMADE(nn.Module):
     """MADE over the ``[cos, sin]`` embedding of ``n`` angles.
 
     Output row ``i`` depends only on the angles ``j`` with ``order[j] < order[i]`` (through
-    ``cos x_j`` and ``sin x_j``, which share the degree ``order[j]``) and on the context. The
+    ``cos x_j`` and ``sin x_j``, which share the degree ``order[j]``) and on the context (every
+    row, the first included). The
     masks are those of :func:`~manifoldflows.nn.made.made_masks` with the input columns of the
     first mask duplicated for the two embedding columns of each angle (Germain et al. 2015).
 
@@ -128,7 +129,9 @@ class PeriodicMADE(nn.Module):
             )
         self.features, self.outputs_per_input = features, outputs_per_input
         self.register_buffer("order", order.clone())
-        masks = made_masks(order, hidden, outputs_per_input)
+        # With a context, degree-0 hidden units see only the context, so that the first angle's
+        # parameters depend on it too.
+        masks = made_masks(order, hidden, outputs_per_input, conditional=context_dim is not None)
         masks[0] = masks[0].repeat_interleave(2, dim=1)  # cos x_i and sin x_i share a degree
         self.layers = nn.ModuleList(MaskedLinear(m) for m in masks)
         self.activation = make_activation(activation)

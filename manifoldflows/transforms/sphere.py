@@ -511,7 +511,7 @@ class RecursiveSphereFlow(Transform):
             return self.circle_params
         return self.circle_net(self._conditioner_input(heights, context))
 
-    def _spline(self, j, a, b, params, inverse):
+    def _spline(self, a: Tensor, b: Tensor, params: Tensor, inverse: bool):
         k = self.bins
         return kernels.interval_spline(
             a, b, params[..., :k], params[..., k : 2 * k], params[..., 2 * k :], inverse=inverse
@@ -528,7 +528,7 @@ class RecursiveSphereFlow(Transform):
         a_out, b_out = [], []
         for j in range(self.n - 1):
             params = self._height_params(j, heights, context)
-            a2, b2, ld, lr = self._spline(j, a[..., j], b[..., j], params, inverse=False)
+            a2, b2, ld, lr = self._spline(a[..., j], b[..., j], params, inverse=False)
             level = self.n - j
             logdet = logdet + ld + 0.5 * (level - 2) * lr
             a_out.append(a2)
@@ -548,7 +548,7 @@ class RecursiveSphereFlow(Transform):
         a_in, b_in = [], []
         for j in range(self.n - 1):
             params = self._height_params(j, heights[:j], context)
-            a2, b2, ld, lr = self._spline(j, a[..., j], b[..., j], params, inverse=True)
+            a2, b2, ld, lr = self._spline(a[..., j], b[..., j], params, inverse=True)
             level = self.n - j
             logdet = logdet + ld + 0.5 * (level - 2) * lr
             a_in.append(a2)

@@ -16,6 +16,9 @@ from . import Case
 
 # Splines and Moebius mixtures get larger perturbations so that they are far from the identity.
 STRONG = {"perturb": 0.5}
+# Conditional autoregressive splines: 0.5 (with N(0, 1) contexts) makes slopes down to e^-15, whose
+# sequential inverse is ill-conditioned in float32; 0.3 as for the Euclidean spline MAF cases.
+AUTOREGRESSIVE_CONTEXT = {"perturb": 0.3}
 
 CASES = [
     Case("moebius-circle", MoebiusCircle, lambda: MoebiusCircle(2), STRONG),
@@ -85,7 +88,7 @@ CASES = [
         lambda: TorusAutoregressive(
             3, "spline", bins=3, hidden=(16,), mode="iaf", context_dim=2, order=[3, 1, 2]
         ),
-        STRONG,
+        AUTOREGRESSIVE_CONTEXT,
     ),
     Case(
         "torus-autoregressive-moebius",
