@@ -110,6 +110,10 @@ class MADE(nn.Module):
         zero_last: zero-initialise the output layer.
         param_major: store the ``P`` parameters of all coordinates in ``P`` contiguous blocks, so
             that ``out[..., p]`` is a cheap view (good for small ``P`` such as affine maps).
+        embedding: optional module mapping ``(..., d)`` inputs to ``(..., d * m)`` features whose
+            columns ``m i .. m (i + 1) - 1`` depend on input ``i`` only (e.g. the periodic
+            ``[cos, sin]`` embedding of angles); those columns share input ``i``'s degree.
+        embedding_width: ``m``, features per input produced by ``embedding``.
 
     Example:
         >>> made = MADE(3, 2, hidden=(16,))
@@ -128,20 +132,25 @@ class MADE(nn.Module):
         activation: str = "relu",
         zero_last: bool = True,
         param_major: bool = False,
+        embedding: nn.Module | None = None,
+        embedding_width: int = 1,
     ):
         super().__init__()
+        name = type(self).__name__
         if not hidden:
-            raise ValueError("MADE: needs at least one hidden layer")
+            raise ValueError(f"{name}: needs at least one hidden layer")
         order = torch.arange(1, features + 1) if order is None else torch.as_tensor(order)
         if sorted(order.tolist()) != list(range(1, features + 1)):
             raise ValueError(
-                f"MADE: order must be a permutation of 1..{features}, got {order.tolist()}"
+                f"{name}: order must be a permutation of 1..{features}, got {order.tolist()}"
             )
         self.features, self.outputs_per_input = features, outputs_per_input
         self.param_major = bool(param_major)
         self.register_buffer("order", order.clone())
         conditional = context_dim is not None
         masks = made_masks(order, hidden, outputs_per_input, self.param_major, conditional)
+        self.embedding, self.embedding_width = embedding, int(embedding_width)
+        masks[0] = masks[0].repeat_interleave(self.embedding_width, dim=1)
         for i, degrees in enumerate(hidden_degrees(features, hidden, conditional)):
             self.register_buffer(f"_degrees{i}", degrees, persistent=False)
         self.layers = nn.ModuleList(MaskedLinear(m) for m in masks)
@@ -158,7 +167,7 @@ class MADE(nn.Module):
         return h.unflatten(-1, (d, p))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        h = self.layers[0](x)
+        h = self.layers[0](x if self.embedding is None else self.embedding(x))
         if self.context_layer is not None and context is not None:
             h = h + self.context_layer(context)
         for layer in self.layers[1:]:
@@ -196,8 +205,10 @@ class MADE(nn.Module):
         degrees = [getattr(self, f"_degrees{i}") for i in range(hidden_layers)]
         sort = [torch.argsort(deg, stable=True) for deg in degrees]
         sorted_degrees = [deg[idx] for deg, idx in zip(degrees, sort)]
-        # Weights with hidden units in degree order (rows: this layer, columns: previous layer).
-        w_first_t = self.layers[0].masked_weight()[sort[0]].t().contiguous()  # (d, H): rows
+        # Weights with hidden units in degree order (rows: this layer, columns: previous layer);
+        # the first layer's as (d, m, H): the m embedding columns of each input.
+        m = self.embedding_width
+        w_first_t = self.layers[0].masked_weight()[sort[0]].t().reshape(d, m, -1).contiguous()
         pre = self.layers[0].bias[sort[0]]
         if self.context_layer is not None and context is not None:
             pre = pre + self.context_layer(context)[..., sort[0]]
@@ -231,8 +242,13 @@ class MADE(nn.Module):
             out, logdet = step(x[..., i], params)
             outputs[i] = out
             total = logdet if total is None else total + logdet
-            if in_place:
-                pre.addcmul_(out.unsqueeze(-1), w_first_t[i])
+            features = out.unsqueeze(-1)
+            if self.embedding is not None:
+                features = self.embedding(features)
+            if m == 1 and in_place:
+                pre.addcmul_(features, w_first_t[i, 0])
+            elif m == 1:
+                pre = torch.addcmul(pre, features, w_first_t[i, 0])
             else:
-                pre = torch.addcmul(pre, out.unsqueeze(-1), w_first_t[i])
+                pre = pre + features @ w_first_t[i]
         return torch.stack(outputs, dim=-1), total

@@ -20,12 +20,51 @@ from ..nn.made import MADE
 from ..spaces import Euclidean
 from .monotone import AffineMap, MonotoneMap, SplineMap
 
-__all__ = ["MaskedAutoregressive", "MaskedAffineAutoregressive", "MaskedSplineAutoregressive"]
+__all__ = [
+    "AutoregressiveBase",
+    "MaskedAutoregressive",
+    "MaskedAffineAutoregressive",
+    "MaskedSplineAutoregressive",
+]
 
 MODES = ("maf", "iaf")
 
 
-class MaskedAutoregressive(Transform):
+class AutoregressiveBase(Transform):
+    """Direction logic shared by autoregressive layers (Euclidean, torus, ...).
+
+    Subclasses build ``self.made`` (a :class:`~manifoldflows.nn.made.MADE`, whose ``solve``
+    handles the sequential direction) and ``self.elementwise_map`` (an object with
+    ``forward(x, params)`` / ``inverse(y, params)`` returning elementwise logdets). In
+    ``"maf"`` mode the MADE reads the data side (one-pass ``inverse``), in ``"iaf"`` mode the
+    latent side (one-pass ``forward``).
+    """
+
+    mode: str
+
+    def _one_pass(self, x: Tensor, context: Tensor | None, inverse: bool):
+        """Parameters from ``x`` itself (the side the MADE reads)."""
+        step = self.elementwise_map.inverse if inverse else self.elementwise_map.forward
+        out, logdet = step(x, self.made(x, context))
+        return out, logdet.sum(-1)
+
+    def _sequential(self, x: Tensor, context: Tensor | None, inverse: bool):
+        """Solve ``out_i = step(x_i; made(out)_i)`` coordinate by coordinate (see MADE.solve)."""
+        step = self.elementwise_map.inverse if inverse else self.elementwise_map.forward
+        return self.made.solve(x, context, step)
+
+    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        if self.mode == "iaf":
+            return self._one_pass(x, context, inverse=False)
+        return self._sequential(x, context, inverse=False)
+
+    def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
+        if self.mode == "maf":
+            return self._one_pass(y, context, inverse=True)
+        return self._sequential(y, context, inverse=True)
+
+
+class MaskedAutoregressive(AutoregressiveBase):
     """Autoregressive layer on ``R^d``: ``y_i = tau(x_i; theta_i(x_<i or y_<i, context))``.
 
     Arguments:
@@ -61,7 +100,7 @@ class MaskedAutoregressive(Transform):
             raise ValueError(f"{type(self).__name__}: mode must be one of {MODES}, got {mode!r}")
         super().__init__(Euclidean(features), context_dim=context_dim)
         self.features, self.mode = features, mode
-        self.monotone_map = monotone_map
+        self.monotone_map = self.elementwise_map = monotone_map
         self.made = MADE(
             features,
             monotone_map.params_per_dim,
@@ -74,28 +113,6 @@ class MaskedAutoregressive(Transform):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, map={self.monotone_map!r}, mode={self.mode!r}"
-
-    def _one_pass(self, x: Tensor, context: Tensor | None, inverse: bool):
-        """Parameters from ``x`` itself (the side the MADE reads)."""
-        params = self.made(x, context)
-        step = self.monotone_map.inverse if inverse else self.monotone_map.forward
-        out, logdet = step(x, params)
-        return out, logdet.sum(-1)
-
-    def _sequential(self, x: Tensor, context: Tensor | None, inverse: bool):
-        """Solve ``out_i = step(x_i; made(out)_i)`` coordinate by coordinate (see MADE.solve)."""
-        step = self.monotone_map.inverse if inverse else self.monotone_map.forward
-        return self.made.solve(x, context, step)
-
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        if self.mode == "iaf":
-            return self._one_pass(x, context, inverse=False)
-        return self._sequential(x, context, inverse=False)
-
-    def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        if self.mode == "maf":
-            return self._one_pass(y, context, inverse=True)
-        return self._sequential(y, context, inverse=True)
 
 
 class MaskedAffineAutoregressive(MaskedAutoregressive):

@@ -21,11 +21,10 @@ from ..functional.circle import wrap
 from ..nn.mlp import MLP, concat_context
 from ..nn.periodic import PeriodicMADE, periodic_embedding
 from ..spaces import Torus
+from .autoregressive import MODES, AutoregressiveBase
 from .circular import CircleMap, make_circle_map
 
 __all__ = ["TorusCoupling", "TorusAutoregressive"]
-
-MODES = ("maf", "iaf")
 
 
 def _check_features(features, who: str) -> int:
@@ -140,7 +139,7 @@ class TorusCoupling(Transform):
         return self._run(y, context, inverse=True)
 
 
-class TorusAutoregressive(Transform):
+class TorusAutoregressive(AutoregressiveBase):
     """Autoregressive layer on ``Torus(n)``: ``y_i = f(x_i; theta_i(angles before i, context))``.
 
     A :class:`~manifoldflows.nn.periodic.PeriodicMADE` reads ``(cos, sin)`` of the angles and
@@ -191,7 +190,7 @@ class TorusAutoregressive(Transform):
             raise ValueError(f"{who}: mode must be one of {MODES}, got {mode!r}")
         super().__init__(Torus(features), context_dim=context_dim)
         self.features, self.mode = features, mode
-        self.circle_map = make_circle_map(map, **map_options)
+        self.circle_map = self.elementwise_map = make_circle_map(map, **map_options)
         self.made = PeriodicMADE(
             features,
             self.circle_map.params_per_dim,
@@ -203,22 +202,3 @@ class TorusAutoregressive(Transform):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, map={self.circle_map!r}, mode={self.mode!r}"
-
-    def _one_pass(self, x: Tensor, context: Tensor | None, inverse: bool):
-        step = self.circle_map.inverse if inverse else self.circle_map.forward
-        out, logdet = step(x, self.made(x, context))
-        return out, logdet.sum(-1)
-
-    def _sequential(self, x: Tensor, context: Tensor | None, inverse: bool):
-        step = self.circle_map.inverse if inverse else self.circle_map.forward
-        return self.made.solve(x, context, step)
-
-    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        if self.mode == "iaf":
-            return self._one_pass(x, context, inverse=False)
-        return self._sequential(x, context, inverse=False)
-
-    def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        if self.mode == "maf":
-            return self._one_pass(y, context, inverse=True)
-        return self._sequential(y, context, inverse=True)
