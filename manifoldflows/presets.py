@@ -37,6 +37,7 @@ from .transforms.sphere import (
 from .transforms.torus import TorusAutoregressive, TorusCoupling
 
 __all__ = [
+    "coupling_flow",
     "autoregressive_orders",
     "RealNVP",
     "NSF",
@@ -126,6 +127,29 @@ def autoregressive_orders(
     return orders
 
 
+def coupling_flow(
+    features: int,
+    coupling: Callable[..., Transform],
+    *,
+    layers: int,
+    permute: str = "random",
+    actnorm: bool = False,
+    seed: int = 0,
+    **options,
+) -> Flow:
+    """A standard-normal flow of ``layers`` coupling blocks ``coupling(features, **options)``.
+
+    Blocks are separated by permutations (see :func:`stack`) or, with ``permute="none"``,
+    alternate the half they transform (see :func:`alternate_halves`).
+    """
+
+    def block(i: int) -> Transform:
+        return coupling(features, swap=alternate_halves(permute, i), **options)
+
+    chain = stack(features, block, layers, permute=permute, actnorm=actnorm, seed=seed)
+    return Flow(StandardNormal(features), chain)
+
+
 def RealNVP(
     features: int,
     *,
@@ -145,17 +169,17 @@ def RealNVP(
         torch.Size([5, 2])
     """
 
-    def block(i: int) -> Transform:
-        return AffineCoupling(
-            features,
-            context_dim=context_dim,
-            hidden=hidden,
-            activation=activation,
-            swap=alternate_halves(permute, i),
-        )
-
-    chain = stack(features, block, layers, permute=permute, actnorm=actnorm, seed=seed)
-    return Flow(StandardNormal(features), chain)
+    return coupling_flow(
+        features,
+        AffineCoupling,
+        layers=layers,
+        permute=permute,
+        actnorm=actnorm,
+        seed=seed,
+        context_dim=context_dim,
+        hidden=hidden,
+        activation=activation,
+    )
 
 
 def NSF(
@@ -200,23 +224,21 @@ def NSF(
 
         chain = stack(features, block, layers, permute="none", actnorm=actnorm)
         return Flow(StandardNormal(features), chain)
-    else:
-        if features < 2:
-            raise ValueError("NSF: coupling needs features >= 2; use autoregressive=True for 1-D")
-
-        def block(i: int) -> Transform:
-            return SplineCoupling(
-                features,
-                bins=bins,
-                bound=bound,
-                context_dim=context_dim,
-                hidden=hidden,
-                activation=activation,
-                swap=alternate_halves(permute, i),
-            )
-
-    chain = stack(features, block, layers, permute=permute, actnorm=actnorm, seed=seed)
-    return Flow(StandardNormal(features), chain)
+    if features < 2:
+        raise ValueError("NSF: coupling needs features >= 2; use autoregressive=True for 1-D")
+    return coupling_flow(
+        features,
+        SplineCoupling,
+        layers=layers,
+        permute=permute,
+        actnorm=actnorm,
+        seed=seed,
+        bins=bins,
+        bound=bound,
+        context_dim=context_dim,
+        hidden=hidden,
+        activation=activation,
+    )
 
 
 def _affine_autoregressive(mode: str, name: str):
@@ -498,18 +520,18 @@ def FlowPP(
     if features < 2:
         raise ValueError(f"FlowPP: coupling layers need features >= 2, got {features}")
 
-    def block(i: int) -> Transform:
-        return LogisticMixtureCoupling(
-            features,
-            components=components,
-            context_dim=context_dim,
-            hidden=hidden,
-            activation=activation,
-            swap=alternate_halves(permute, i),
-        )
-
-    chain = stack(features, block, layers, permute=permute, actnorm=actnorm, seed=seed)
-    return Flow(StandardNormal(features), chain)
+    return coupling_flow(
+        features,
+        LogisticMixtureCoupling,
+        layers=layers,
+        permute=permute,
+        actnorm=actnorm,
+        seed=seed,
+        components=components,
+        context_dim=context_dim,
+        hidden=hidden,
+        activation=activation,
+    )
 
 
 def Planar(

@@ -15,6 +15,7 @@ from manifoldflows.core import Flow
 from manifoldflows.errors import InvalidInput
 from manifoldflows.testing import perturb_parameters
 from manifoldflows.training import fit
+from manifoldflows.transforms import AdditiveCoupling
 
 CONTEXT_DIM = 2
 FEATURES = 3  # odd, so coupling splits are uneven
@@ -34,6 +35,9 @@ CASES: dict[str, Callable[[int | None], Flow]] = {
     "NAF": lambda c: presets.NAF(FEATURES, context_dim=c, layers=2, hidden=(16,), sigmoid_units=4),
     "FlowPP": lambda c: presets.FlowPP(
         FEATURES, context_dim=c, layers=2, hidden=(16,), components=4
+    ),
+    "coupling_flow": lambda c: presets.coupling_flow(
+        FEATURES, AdditiveCoupling, layers=3, context_dim=c, hidden=(16,)
     ),
     "Glow": lambda c: presets.Glow(1, 4, 4, levels=2, steps=1, hidden=8, context_dim=c),
     # manifold presets obey the same contract
