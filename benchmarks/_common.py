@@ -92,7 +92,16 @@ def machine_header(device: torch.device, packages: list[str]) -> list[str]:
         f"- machine: {hardware}; torch threads: {torch.get_num_threads()}; device: {device}",
         f"- python {platform.python_version()}, torch {torch.__version__}, {versions}",
         f"- manifoldflows revision: {git_revision()}",
+        f"- load average at start (1/5/15 min): {load_average()}",
     ]
+
+
+def load_average() -> str:
+    """The machine's load average, to judge how quiet it was during a timing run."""
+    try:
+        return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
