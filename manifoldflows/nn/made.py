@@ -155,6 +155,8 @@ class MADE(nn.Module):
             self.register_buffer(f"_degrees{i}", degrees, persistent=False)
         self.layers = nn.ModuleList(MaskedLinear(m) for m in masks)
         self.activation = make_activation(activation)
+        # forward() applies it right after linear layers, where overwriting is safe
+        self._activation_inplace = make_activation(activation, inplace=True)
         self.context_layer = None if context_dim is None else nn.Linear(context_dim, hidden[0])
         if zero_last:
             nn.init.zeros_(self.layers[-1].weight)
@@ -171,7 +173,7 @@ class MADE(nn.Module):
         if self.context_layer is not None and context is not None:
             h = h + self.context_layer(context)
         for layer in self.layers[1:]:
-            h = layer(self.activation(h))
+            h = layer(self._activation_inplace(h))
         return self._shape_output(h)
 
     def solve(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -19,13 +20,21 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
-def make_activation(activation: str | type[nn.Module]) -> nn.Module:
+def make_activation(activation: str | type[nn.Module], inplace: bool = False) -> nn.Module:
+    """Instantiate an activation by name or class.
+
+    With ``inplace=True`` activations that support it (ReLU, ELU, SiLU, LeakyReLU) overwrite
+    their input, saving an allocation; only use it where the input is not needed afterwards
+    (e.g. right after a linear layer).
+    """
     if isinstance(activation, str):
         if activation not in ACTIVATIONS:
             raise ValueError(
                 f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}"
             )
-        return ACTIVATIONS[activation]()
+        activation = ACTIVATIONS[activation]
+    if inplace and "inplace" in inspect.signature(activation).parameters:
+        return activation(inplace=True)
     return activation()
 
 
@@ -59,7 +68,7 @@ class MLP(nn.Sequential):
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
-                layers.append(make_activation(activation))
+                layers.append(make_activation(activation, inplace=True))
         super().__init__(*layers)
         if zero_last:
             nn.init.zeros_(layers[-1].weight)
