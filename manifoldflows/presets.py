@@ -38,6 +38,7 @@ from .transforms.torus import TorusAutoregressive, TorusCoupling
 
 __all__ = [
     "coupling_flow",
+    "alternate_halves",
     "autoregressive_orders",
     "RealNVP",
     "NSF",
