@@ -560,9 +560,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         "exact samples per set: NLL = -mean log q, H = -mean log p, and NLL - H = mean(log p - "
         "log q), a Monte Carlo estimate of KL(p‖q) (± one standard error; the gap's error is "
         "that of the paired differences). Entropies are of the exact data density: closed form "
-        "(eight_gaussians, checkerboard, gmm16), midpoint quadrature over the arc (two_moons), "
-        "change of variables over all preimages (pinwheel); no KDE is involved. Train time is "
-        "the wall time of `fit` alone, one torch thread, models run one after another.",
+        "(eight_gaussians, checkerboard, gmm16), Gauss-Legendre quadrature over the arc "
+        "(two_moons), change of variables over all preimages (pinwheel); no KDE is involved. "
+        "Train time is the wall time of `fit` alone, one torch thread, models run one after "
+        "another.",
         "",
         *_format(results),
     ]
