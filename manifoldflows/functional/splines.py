@@ -194,28 +194,21 @@ def rational_quadratic_spline_from_knots(
         )
     batch = torch.broadcast_shapes(x.shape, knot_x.shape[:-1], knot_y.shape[:-1], knot_d.shape[:-1])
     n = knot_x.shape[-1]
-    table = torch.stack(
-        [knot_x.expand(*batch, n), knot_y.expand(*batch, n), knot_d.expand(*batch, n)], dim=-2
-    )
-    return _spline_from_table(x.expand(batch), table, inverse)
+    x = x.expand(batch)
+    knot_x = knot_x.expand(*batch, n)
+    knot_y = knot_y.expand(*batch, n)
+    knot_d = knot_d.expand(*batch, n)
 
-
-def _spline_from_table(x: Tensor, table: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
-    """The spline of :func:`rational_quadratic_spline_from_knots` with the knots packed as one
-    ``(..., 3, K + 1)`` table (rows: abscissae, ordinates, derivatives) of ``x``'s batch shape.
-
-    Packing lets the six knot look-ups (both ends of the bin, three quantities) be one ``gather``
-    and its backward one ``scatter_add``.
-    """
     # Bin search against the interior knots only: the index is in [0, K - 1] for every input
     # (NaN included), and a point exactly at knot j lands in bin j with xi = 0.
-    search = table[..., 1 if inverse else 0, :]
-    x = x.clamp(min=search[..., 0], max=search[..., -1])  # gradient passes to x at ties
-    idx = (x.unsqueeze(-1) >= search[..., 1:-1]).sum(dim=-1, keepdim=True)
-    ends = torch.cat([idx, idx + 1], dim=-1).unsqueeze(-2).expand(*idx.shape[:-1], 3, 2)
-    (x_k, x_k1), (y_k, y_k1), (d_k, d_k1) = (
-        row.unbind(-1) for row in torch.gather(table, -1, ends).unbind(-2)
-    )
+    search = knot_y if inverse else knot_x
+    lower, upper = search[..., :1].squeeze(-1), search[..., -1:].squeeze(-1)
+    x = x.clamp(min=lower, max=upper)  # the gradient passes to x at ties (x exactly at an end)
+    idx = (x.unsqueeze(-1) >= search[..., 1:-1]).sum(dim=-1)
+
+    x_k, x_k1 = _gather(knot_x, idx), _gather(knot_x, idx + 1)
+    y_k, y_k1 = _gather(knot_y, idx), _gather(knot_y, idx + 1)
+    d_k, d_k1 = _gather(knot_d, idx), _gather(knot_d, idx + 1)
     w = x_k1 - x_k
     h = y_k1 - y_k
     s = h / w
@@ -228,12 +221,15 @@ def _spline_from_table(x: Tensor, table: Tensor, inverse: bool) -> tuple[Tensor,
         xi1m = ((x_k1 - x) / w).clamp(0.0, 1.0)
 
     mix = xi * xi1m
-    xi2, xi1m2 = xi * xi, xi1m * xi1m
-    denom = s * (xi2 + xi1m2) + (d_k + d_k1) * mix  # a sum of positive terms
-    log_deriv = 2.0 * torch.log(s / denom) + torch.log(d_k1 * xi2 + 2.0 * s * mix + d_k * xi1m2)
+    denom = s * (xi * xi + xi1m * xi1m) + (d_k + d_k1) * mix  # a sum of positive terms
+    log_deriv = (
+        2.0 * torch.log(s)
+        + torch.log(d_k1 * xi * xi + 2.0 * s * mix + d_k * xi1m * xi1m)
+        - 2.0 * torch.log(denom)
+    )
     if inverse:
         return out, -log_deriv
-    y = y_k + h * (s * xi2 + d_k * mix) / denom
+    y = y_k + h * (s * xi * xi + d_k * mix) / denom
     return y.clamp(min=y_k, max=y_k1), log_deriv
 
 
@@ -306,25 +302,16 @@ def rational_quadratic_spline(
     if not bound > 0.0:
         raise InvalidInput(f"rational_quadratic_spline: expected bound > 0, got {bound}")
 
-    batch = torch.broadcast_shapes(x.shape, widths.shape[:-1], heights.shape[:-1])
-    batch = torch.broadcast_shapes(batch, derivatives.shape[:-1])
-    if min_bin_width == min_bin_height:  # both knot sets in one softmax/cumsum pass
-        sizes = torch.stack([widths.expand(*batch, k), heights.expand(*batch, k)], dim=-2)
-        knots = bin_knots(sizes, -bound, bound, min_bin_width)
-    else:
-        knots = torch.stack(
-            [
-                bin_knots(widths, -bound, bound, min_bin_width).expand(*batch, k + 1),
-                bin_knots(heights, -bound, bound, min_bin_height).expand(*batch, k + 1),
-            ],
-            dim=-2,
-        )
-    inner_d = knot_derivatives(derivatives.expand(*batch, k - 1), min_derivative)
-    knot_d = F.pad(inner_d, (1, 1), value=1.0)  # boundary derivatives 1: C^1 identity tails
-    table = torch.cat([knots, knot_d.unsqueeze(-2)], dim=-2)
+    knot_x = bin_knots(widths, -bound, bound, min_bin_width)
+    knot_y = bin_knots(heights, -bound, bound, min_bin_height)
+    inner_d = knot_derivatives(derivatives, min_derivative)
+    one = inner_d.new_ones(*inner_d.shape[:-1], 1)
+    knot_d = torch.cat([one, inner_d, one], dim=-1)
 
     inside = (x >= -bound) & (x <= bound)
-    y, logabsdet = _spline_from_table(x.clamp(-bound, bound).expand(batch), table, inverse)
+    y, logabsdet = rational_quadratic_spline_from_knots(
+        x.clamp(-bound, bound), knot_x, knot_y, knot_d, inverse=inverse
+    )
     y = torch.where(inside, y, x)
     logabsdet = torch.where(inside, logabsdet, torch.zeros_like(logabsdet))
     return y, logabsdet
