@@ -12,7 +12,8 @@ energy object is built. Every energy in :mod:`physics` is an :class:`Energy`:
 
 * ``energy(x)``: the reduced energy ``u(x)`` with the batch shape ``x.shape[:-1]`` (also
   ``energy_obj(x)``);
-* ``force(x) = -grad_x u(x)`` (autograd unless a subclass overrides :meth:`Energy.energy_and_force`);
+* ``force(x) = -grad_x u(x)`` (autograd, unless a subclass overrides
+  :meth:`Energy.energy_and_force`);
 * ``log_prob(x) = -u(x)``: the *unnormalised* log-density (subtract ``log_Z`` where it is known);
 * ``space``: the :mod:`manifoldflows.spaces` space of the points (``Euclidean(d)`` here) and
   ``dim``, the length of a point;

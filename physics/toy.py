@@ -259,7 +259,7 @@ class DoubleWell(Energy):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> Tensor:
-        r"""Exact samples: ``x1`` by rejection sampling from the quartic marginal, ``x2 ~ N(0, kT)``.
+        r"""Exact samples: ``x1`` by rejection from its quartic marginal, ``x2 ~ N(0, kT)``.
 
         The rejection envelope is piecewise constant on 4096 cells of ``[-R, R]`` (a rigorous
         bound, see the module source); ``R`` is where the density has dropped below ``e^-60`` of
