@@ -42,7 +42,15 @@ MODULES = (
     "plotting",
     "testing",
     "errors",
+    "stochastic",
+    "physics.energy",
+    "physics.toy",
+    "physics.particles",
+    "physics.regularize",
+    "physics.sampling",
 )
+#: Top-level packages whose classes count as ours (``physics`` pages are named by full path).
+PACKAGES = (PACKAGE, "physics")
 DOCS_DIR = Path(__file__).resolve().parent
 API_DIR = DOCS_DIR / "api"
 HEADER = (
@@ -230,14 +238,19 @@ def signature(obj, name: str, *, prefix: str = "", drop_self: bool = False) -> s
 
 
 # --------------------------------------------------------------------------- pages
+def _full(short: str) -> str:
+    """Importable name of a documented module: ``physics.*`` as is, others under PACKAGE."""
+    return short if short.split(".")[0] in PACKAGES[1:] else f"{PACKAGE}.{short}"
+
+
 def _home(obj) -> str | None:
     """The documented module that owns ``obj`` (longest prefix of ``obj.__module__``)."""
     module = getattr(obj, "__module__", None) or ""
     best = None
     for short in MODULES:
-        full = f"{PACKAGE}.{short}"
+        full = _full(short)
         if module == full or module.startswith(full + "."):
-            if best is None or len(full) > len(f"{PACKAGE}.{best}"):
+            if best is None or len(full) > len(_full(best)):
                 best = short
     return best
 
@@ -252,7 +265,7 @@ def _anchor(name: str) -> str:
 
 
 def _is_package_class(cls) -> bool:
-    return (getattr(cls, "__module__", "") or "").split(".")[0] == PACKAGE
+    return (getattr(cls, "__module__", "") or "").split(".")[0] in PACKAGES
 
 
 # Overrides of torch.nn.Module hooks that say nothing about the API.
@@ -290,7 +303,7 @@ def _bases(cls, page: str) -> str:
     for base in _public_bases(cls):
         home = _home(base) if _is_package_class(base) else None
         if home is not None:
-            owner = importlib.import_module(f"{PACKAGE}.{home}")
+            owner = importlib.import_module(_full(home))
             if base.__name__ in getattr(owner, "__all__", ()):
                 target = "" if home == page else f"{home}.md"
                 names.append(f"[`{base.__name__}`]({target}#{base.__name__})")
@@ -363,13 +376,13 @@ def render_entry(obj, name: str, page: str, level: int) -> list[str]:
         return out
     home = _home(obj) if (inspect.isclass(obj) or inspect.isroutine(obj)) else page
     if home is not None and home != page:
-        owner = importlib.import_module(f"{PACKAGE}.{home}")
+        owner = importlib.import_module(_full(home))
         if name in getattr(owner, "__all__", ()):
             return [
                 _anchor(name),
                 f"{'#' * level} `{name}`",
                 "",
-                f"Re-exported from [`{PACKAGE}.{home}.{name}`]({home}.md#{name}).",
+                f"Re-exported from [`{_full(home)}.{name}`]({home}.md#{name}).",
                 "",
             ]
     if inspect.isclass(obj):
@@ -380,8 +393,8 @@ def render_entry(obj, name: str, page: str, level: int) -> list[str]:
 
 
 def render_module(short: str) -> str:
-    """The markdown page of ``manifoldflows.<short>``."""
-    module = importlib.import_module(f"{PACKAGE}.{short}")
+    """The markdown page of ``manifoldflows.<short>`` (or of ``physics.<name>``)."""
+    module = importlib.import_module(_full(short))
     names = list(getattr(module, "__all__", None) or [])
     if not names:
         raise RuntimeError(f"{module.__name__} has no __all__")
@@ -399,11 +412,15 @@ def render_module(short: str) -> str:
 
 def render_index() -> str:
     out = [HEADER, "", "# API reference", ""]
-    out += ["One page per public module of `manifoldflows`, generated from the docstrings.", ""]
+    out += [
+        "One page per public module of `manifoldflows` and `physics`, generated from the "
+        "docstrings.",
+        "",
+    ]
     for short in MODULES:
-        module = importlib.import_module(f"{PACKAGE}.{short}")
+        module = importlib.import_module(_full(short))
         summary = _summary(module)
-        out.append(f"- [`{PACKAGE}.{short}`]({short}.md)" + (f": {summary}" if summary else ""))
+        out.append(f"- [`{_full(short)}`]({short}.md)" + (f": {summary}" if summary else ""))
     return "\n".join(out) + "\n"
 
 

@@ -6,7 +6,7 @@ The public protocol lives in :mod:`manifoldflows.core` (``Transform``, ``Chain``
 in :mod:`manifoldflows.presets`.
 """
 
-from . import distributions, functional, spaces, transforms
+from . import distributions, functional, spaces, stochastic, transforms
 from .core import (
     Chain,
     Flow,
@@ -33,5 +33,6 @@ __all__ = [
     "spaces",
     "distributions",
     "transforms",
+    "stochastic",
     "functional",
 ]

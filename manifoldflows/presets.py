@@ -12,6 +12,7 @@ import torch
 from .core import Chain, Flow, Inverse, Transform
 from .distributions import ImageStandardNormal, StandardNormal, Uniform
 from .spaces import Sphere, Torus
+from .stochastic import HMC, AnnealedEnergy, MetropolisHastings, OverdampedLangevin
 from .transforms.autoregressive import MaskedAffineAutoregressive, MaskedSplineAutoregressive
 from .transforms.circular import CircularElementwise, make_circle_map
 from .transforms.coupling import AffineCoupling, SplineCoupling
@@ -54,6 +55,7 @@ __all__ = [
     "TorusNSF",
     "TorusMoebius",
     "SphereFlow",
+    "SNF",
 ]
 
 
@@ -852,3 +854,143 @@ def SphereFlow(
                 )
             )
     return Flow(Uniform(space), Chain(*parts))
+
+
+SNF_STOCHASTIC_KINDS = ("langevin", "mala", "mh", "hmc")
+_SNF_DEFAULT_STEP = {"langevin": 0.01, "mala": 0.05, "mh": 0.3, "hmc": 0.1}
+
+
+def SNF(
+    features: int,
+    energy,
+    *,
+    flow_layers: int = 2,
+    stochastic: str = "mh",
+    blocks: int = 2,
+    hidden: Sequence[int] = (64, 64),
+    coupling: str = "affine",
+    steps: int = 10,
+    step_size: float | None = None,
+    leapfrog_steps: int = 5,
+    anneal: bool = True,
+    learnable_step: bool = True,
+    bins: int = 8,
+    bound: float = 5.0,
+    activation: str = "relu",
+    context_dim: int | None = None,
+) -> Flow:
+    r"""Stochastic normalizing flow on ``R^d``: coupling blocks interleaved with MCMC blocks.
+
+    ``blocks`` times: ``flow_layers`` coupling layers (RealNVP affine or rational-quadratic
+    spline, alternating the transformed half, no permutations, so every stochastic block sees
+    the data coordinates) followed by one stochastic block of ``steps`` MCMC steps:
+
+    * ``"langevin"``: :class:`~manifoldflows.stochastic.OverdampedLangevin` (unadjusted);
+    * ``"mala"``: the Metropolis-adjusted Langevin algorithm;
+    * ``"mh"``: :class:`~manifoldflows.stochastic.MetropolisHastings` (Gaussian random walk);
+    * ``"hmc"``: :class:`~manifoldflows.stochastic.HMC` with ``leapfrog_steps`` per step.
+
+    With ``anneal=True`` (as in Wu et al.) block ``k = 1..K`` targets the interpolated energy
+    :math:`u_{\lambda_k} = (1 - \lambda_k) |x|^2 / 2 + \lambda_k u(x)`,
+    :math:`\lambda_k = k / K` (:class:`~manifoldflows.stochastic.AnnealedEnergy`), so the last
+    block targets ``u`` itself; with ``anneal=False`` every block targets ``u``. Any choice
+    gives unbiased importance weights: every block returns its exact path weight. The base is
+    ``N(0, I)``; ``flow.transform`` is stochastic, so the flow offers
+    :meth:`~manifoldflows.core.Flow.sample_and_log_weight` (and no ``log_prob``), and
+    :func:`manifoldflows.losses.reverse_kl` trains flow and step sizes end to end with the
+    path-weighted reverse KL ``E[-log w]``. ``flow_layers=0`` gives a pure (annealed) MCMC
+    sampler started from ``N(0, I)``.
+
+    Note that a final block in detailed balance with ``u`` (``"mala"``, ``"mh"``, ``"hmc"``)
+    has path weight ``u(y) - u(x)``, which cancels ``u(y)`` in ``log w``: it moves the samples
+    towards the target without changing their weights, so its step size receives no
+    reverse-KL gradient (the weights, ESS and ``log Z`` estimates are those of its input).
+
+    Arguments:
+        features: dimension ``d`` (at least 2 when ``flow_layers > 0``).
+        energy: the target, a callable ``x -> u(x)`` or an object with ``.energy(x)``.
+        flow_layers: coupling layers before each stochastic block (``>= 0``).
+        stochastic: ``"langevin"``, ``"mala"``, ``"mh"`` or ``"hmc"``.
+        blocks: number of (coupling layers, stochastic block) pairs.
+        hidden, activation: conditioner MLPs of the couplings.
+        coupling: ``"affine"`` (RealNVP) or ``"spline"`` (NSF, ``bins`` bins on
+            ``[-bound, bound]``).
+        steps: MCMC steps per stochastic block.
+        step_size: initial step size / proposal scale (default 0.01 for ``"langevin"``, 0.05
+            for ``"mala"``, 0.3 for ``"mh"``, 0.1 for ``"hmc"``).
+        leapfrog_steps: leapfrog steps per HMC step.
+        anneal: interpolate the intermediate blocks' energies from the base to the target.
+        learnable_step: make the step sizes parameters.
+        context_dim: context size of the couplings (the stochastic blocks ignore context).
+
+    Returns:
+        A :class:`~manifoldflows.core.Flow` with a stochastic transform.
+
+    References:
+        H. Wu, J. Koehler, F. Noe, "Stochastic normalizing flows", NeurIPS 2020,
+        arXiv:2002.06707.
+
+    Example:
+        >>> u = lambda x: (x[..., 0] ** 2 - 1.0) ** 2 + 0.5 * x[..., 1] ** 2
+        >>> flow = SNF(2, u, flow_layers=1, blocks=2, hidden=(8,), steps=3)
+        >>> x, log_w = flow.sample_and_log_weight(u, (5,))
+        >>> x.shape, log_w.shape, flow.stochastic
+        (torch.Size([5, 2]), torch.Size([5]), True)
+    """
+    if stochastic not in SNF_STOCHASTIC_KINDS:
+        raise ValueError(f"SNF: expected stochastic in {SNF_STOCHASTIC_KINDS}, got {stochastic!r}")
+    if coupling not in ("affine", "spline"):
+        raise ValueError(f"SNF: expected coupling 'affine' or 'spline', got {coupling!r}")
+    for name, value, low in (("blocks", blocks, 1), ("flow_layers", flow_layers, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"SNF: expected an integer {name} >= {low}, got {value!r}")
+    if flow_layers > 0 and (
+        isinstance(features, bool) or not isinstance(features, int) or features < 2
+    ):
+        raise ValueError(f"SNF: coupling layers need features >= 2, got {features!r}")
+    step = _SNF_DEFAULT_STEP[stochastic] if step_size is None else step_size
+    options = dict(context_dim=context_dim, hidden=hidden, activation=activation)
+    if coupling == "spline":
+        options.update(bins=bins, bound=bound)
+    layer_type = AffineCoupling if coupling == "affine" else SplineCoupling
+    parts: list[Transform] = []
+    index = 0
+    for k in range(blocks):
+        for _ in range(flow_layers):
+            parts.append(layer_type(features, swap=index % 2 == 1, **options))
+            index += 1
+        lam = (k + 1) / blocks
+        target = AnnealedEnergy(energy, lam) if anneal and k < blocks - 1 else energy
+        if stochastic in ("langevin", "mala"):
+            parts.append(
+                OverdampedLangevin(
+                    features,
+                    target,
+                    steps=steps,
+                    step_size=step,
+                    metropolis=stochastic == "mala",
+                    learnable_step=learnable_step,
+                )
+            )
+        elif stochastic == "mh":
+            parts.append(
+                MetropolisHastings(
+                    features,
+                    target,
+                    steps=steps,
+                    proposal_scale=step,
+                    learnable_scale=learnable_step,
+                )
+            )
+        else:
+            parts.append(
+                HMC(
+                    features,
+                    target,
+                    steps=steps,
+                    leapfrog_steps=leapfrog_steps,
+                    step_size=step,
+                    learnable_step=learnable_step,
+                )
+            )
+    return Flow(StandardNormal(features), Chain(*parts))

@@ -1,7 +1,9 @@
-"""physics: Boltzmann targets (energies), particle systems and energy regularisers."""
+"""physics: Boltzmann targets (energies), particle systems, energy regularisers and
+importance-sampling estimates (log Z, free energies, flow-based MCMC)."""
 
 from .energy import Energy
 from .particles import DW4, LJ13, LennardJones, PairDoubleWell, ParticleEnergy, remove_com
+from . import sampling
 from .regularize import Clip, LinLogCut, RegularizedEnergy
 from .toy import (
     DoubleWell,
@@ -12,6 +14,7 @@ from .toy import (
 )
 
 __all__ = [
+    "sampling",
     "Energy",
     "DoubleWell",
     "ManyWell",

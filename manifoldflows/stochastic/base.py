@@ -21,6 +21,7 @@ References:
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -109,16 +110,14 @@ class AnnealedEnergy(nn.Module):
 
     def energy(self, x: Tensor) -> Tensor:
         """``u_lambda(x)``, batch shape."""
+        u = energy_fn(self.target)(x) if self.lam > 0.0 else None
+        if self.lam == 1.0:
+            return u
         if self.reference is None:
             u0 = 0.5 * (x * x).sum(-1)
         else:
             u0 = energy_fn(self.reference)(x)
-        if self.lam == 0.0:
-            return u0
-        u = energy_fn(self.target)(x)
-        if self.lam == 1.0:
-            return u
-        return (1.0 - self.lam) * u0 + self.lam * u
+        return u0 if u is None else (1.0 - self.lam) * u0 + self.lam * u
 
     def forward(self, x: Tensor) -> Tensor:
         """Same as :meth:`energy`."""
@@ -164,8 +163,7 @@ class StochasticTransform(Transform):
         if not self._supports(space):
             names = ", ".join(t.__name__ for t in self.spaces)
             raise ValueError(
-                f"{who}: expected a space of type {names} (or a positive dimension), got "
-                f"{space!r}"
+                f"{who}: expected a space of type {names} (or a positive dimension), got {space!r}"
             )
         _check_energy(energy, who)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -256,4 +254,3 @@ class StochasticTransform(Transform):
 
     def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         return self._forward(y, context)
-
