@@ -309,8 +309,9 @@ def main() -> None:
                 best_peer = min((mem[p] for p in peers), default=math.nan)
                 ratio = best_peer / mem["manifoldflows"] if "manifoldflows" in mem else math.nan
                 row = [arch.upper(), str(d), "peak MiB fwd+bwd"] + [f"{mem[lib]:.1f}" for lib in libs]
-                rows.append(row + [f"{ratio:.2f}x less"])
-                print(" | ".join(row + [f"{ratio:.2f}x less"]), flush=True)
+                verdict = f"{ratio:.2f}x less" if ratio >= 1 else f"{1 / ratio:.2f}x more"
+                rows.append(row + [verdict])
+                print(" | ".join(row + [verdict]), flush=True)
     lines = [
         "# Throughput: manifoldflows vs zuko, normflows, nflows",
         "",
