@@ -18,7 +18,9 @@ import torch
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def median_time(fn: Callable[[], object], *, repeats: int, warmup: int, sync: Callable[[], None]) -> float:
+def median_time(
+    fn: Callable[[], object], *, repeats: int, warmup: int, sync: Callable[[], None]
+) -> float:
     """Median wall time of ``fn()`` in seconds over ``repeats`` runs after ``warmup`` runs."""
     for _ in range(warmup):
         fn()

@@ -298,7 +298,9 @@ def main() -> None:
                     fns, repeats=args.repeats, warmup=args.warmup, sync=sync
                 )
                 best_peer = min((times[p] for p in peers), default=math.nan)
-                speedup = best_peer / times["manifoldflows"] if "manifoldflows" in times else math.nan
+                speedup = (
+                    best_peer / times["manifoldflows"] if "manifoldflows" in times else math.nan
+                )
                 if speedup < 1.2:
                     misses.append(f"{arch} d={d} {cell}: {speedup:.2f}x")
                 row = [arch.upper(), str(d), cell] + [f"{1e3 * times[lib]:.2f}" for lib in libs]
@@ -308,7 +310,9 @@ def main() -> None:
                 mem = {lib: measure_memory(lib, arch, d, device, args.threads) for lib in libs}
                 best_peer = min((mem[p] for p in peers), default=math.nan)
                 ratio = best_peer / mem["manifoldflows"] if "manifoldflows" in mem else math.nan
-                row = [arch.upper(), str(d), "peak MiB fwd+bwd"] + [f"{mem[lib]:.1f}" for lib in libs]
+                row = [arch.upper(), str(d), "peak MiB fwd+bwd"] + [
+                    f"{mem[lib]:.1f}" for lib in libs
+                ]
                 verdict = f"{ratio:.2f}x less" if ratio >= 1 else f"{1 / ratio:.2f}x more"
                 rows.append(row + [verdict])
                 print(" | ".join(row + [verdict]), flush=True)

@@ -318,12 +318,12 @@ class Flow(Distribution):
         self._require_deterministic("log_prob")
         if self.validate:
             check_context(context, self.context_dim, self.space.batch_shape(x), x, "Flow.log_prob")
-        z, logdet = self.transform.inverse(x, context)
-        return self.base.log_prob(z, context) + logdet
+        return self._log_prob(x, context)
 
     def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
+        # transform.inverse validates x and the finiteness of z; the base need not check z again
         z, logdet = self.transform.inverse(x, context)
-        return self.base.log_prob(z, context) + logdet
+        return self.base._log_prob(z, context) + logdet
 
     def _rsample(self, shape, context, generator) -> Tensor:
         z = self.base._rsample(shape, context, generator)
