@@ -344,7 +344,9 @@ class SphereMixture(ManifoldTarget):
             try:
                 angles = [_pair(c, who, "each centre (phi, theta)") for c in centres]
             except TypeError:
-                raise ValueError(f"{who}: expected a sequence of centres, got {centres!r}") from None
+                raise ValueError(
+                    f"{who}: expected a sequence of centres, got {centres!r}"
+                ) from None
         if not angles:
             raise ValueError(f"{who}: expected at least one centre, got none")
         self.angles = tuple(tuple(float(v) for v in a) for a in angles)
