@@ -1,9 +1,9 @@
 """physics: Boltzmann targets (energies), particle systems, energy regularisers and
 importance-sampling estimates (log Z, free energies, flow-based MCMC)."""
 
+from . import sampling
 from .energy import Energy
 from .particles import DW4, LJ13, LennardJones, PairDoubleWell, ParticleEnergy, remove_com
-from . import sampling
 from .regularize import Clip, LinLogCut, RegularizedEnergy
 from .toy import (
     DoubleWell,

@@ -104,8 +104,8 @@ class Interval(Euclidean):
             bad = x[(x < self.low) | (x > self.high) | ~torch.isfinite(x)]
             raise InvalidInput(
                 f"{who + ': ' if who else ''}expected points of {self!r}, "
-                f"got {int((~inside).sum())} "
-                f"point(s) outside, with offending values in [{bad.min().item():g}, {bad.max().item():g}]"
+                f"got {int((~inside).sum())} point(s) outside, with offending values in "
+                f"[{bad.min().item():g}, {bad.max().item():g}]"
             )
 
     def projx(self, x: Tensor) -> Tensor:
