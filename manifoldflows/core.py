@@ -38,6 +38,7 @@ __all__ = [
     "NonFiniteOutput",
     "StochasticFlowError",
     "energy_fn",
+    "check_target_space",
 ]
 
 
@@ -267,6 +268,20 @@ def energy_fn(target) -> Callable[[Tensor], Tensor]:
     )
 
 
+def check_target_space(model, target, who: str) -> None:
+    """Refuse a target whose ``space`` differs from the model's, naming both.
+
+    Targets without a ``space`` attribute (plain callables) are accepted as they are.
+    """
+    target_space, model_space = getattr(target, "space", None), getattr(model, "space", None)
+    if isinstance(target_space, Space) and isinstance(model_space, Space):
+        if target_space != model_space:
+            raise SpaceMismatch(
+                f"{who}: the target {type(target).__name__} lives on {target_space!r} but the "
+                f"model {type(model).__name__} samples points of {model_space!r}"
+            )
+
+
 class Flow(Distribution):
     """A normalizing flow: a base distribution pushed forward through a transform.
 
@@ -347,6 +362,7 @@ class Flow(Distribution):
         whose importance weights are unbiased for the target (Wu et al. 2020). ``target`` is a
         callable ``x -> u(x)`` or an object with ``.energy(x)``.
         """
+        check_target_space(self, target, "Flow.sample_and_log_weight")
         self._check_sample_context(context)
         z, log_p = self.base._sample_and_log_prob(
             self._full_shape(shape, context), context, generator

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor
 
-from .core import energy_fn
+from .core import check_target_space, energy_fn
 from .errors import InvalidInput, NonFiniteOutput, StochasticFlowError
 
 __all__ = [
@@ -88,7 +88,8 @@ def _sample_with_log_q(
     return model.sample_and_log_prob((n,), context, generator)
 
 
-def _energies(target, x: Tensor, log_q: Tensor, who: str) -> Tensor:
+def _energies(model, target, x: Tensor, log_q: Tensor, who: str) -> Tensor:
+    check_target_space(model, target, who)
     u = energy_fn(target)(x)
     if not isinstance(u, Tensor):
         raise InvalidInput(
@@ -152,7 +153,7 @@ def reverse_kl(
         -1.8379
     """
     x, log_q = _sample_with_log_q(model, n, context, generator, "reverse_kl")
-    u = _energies(target, x, log_q, "reverse_kl")
+    u = _energies(model, target, x, log_q, "reverse_kl")
     bad = ~torch.isfinite(u)
     if bool(bad.any()):
         count = int(bad.sum())
@@ -207,7 +208,7 @@ def log_importance_weights(
     """
     with torch.no_grad():
         x, log_q = _sample_with_log_q(model, n, context, generator, "log_importance_weights")
-        u = _energies(target, x, log_q, "log_importance_weights")
+        u = _energies(model, target, x, log_q, "log_importance_weights")
         return x.detach(), (-u - log_q).detach()
 
 
@@ -406,7 +407,7 @@ def alpha_divergence(
             f"alpha_divergence: expected a finite alpha > 0 other than 1, got {alpha}"
         )
     x, log_q = _sample_with_log_q(model, n, context, generator, "alpha_divergence")
-    u = _energies(target, x, log_q, "alpha_divergence")
+    u = _energies(model, target, x, log_q, "alpha_divergence")
     _require_finite_energies(u, "alpha_divergence")
     log_w = -u - log_q
     value = (torch.logsumexp(alpha * log_w, 0) - math.log(n)) / (alpha - 1.0)
@@ -548,6 +549,6 @@ def reverse_kl_path_gradient(
     x = model.rsample((n,), context, generator)
     detached = {name: p.detach() for name, p in model.named_parameters()}
     log_q = torch.func.functional_call(model, detached, (x,), {"context": context})
-    u = _energies(target, x, log_q, "reverse_kl_path_gradient")
+    u = _energies(model, target, x, log_q, "reverse_kl_path_gradient")
     _require_finite_energies(u, "reverse_kl_path_gradient")
     return (log_q + u).mean()

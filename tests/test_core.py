@@ -211,3 +211,26 @@ def test_flow_gradients_flow_through_rsample():
     grads = [p.grad for p in flow.parameters()]
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
     assert not flow.sample((3,)).requires_grad
+
+
+class GaussianEnergy:
+    """A target object (the physics.Energy protocol): a space and a reduced energy."""
+
+    def __init__(self, d):
+        self.space = Euclidean(d)
+
+    def energy(self, x):
+        return 0.5 * (x**2).sum(-1)
+
+
+def test_target_on_another_space_is_refused_naming_both():
+    from manifoldflows.losses import log_importance_weights, reverse_kl
+    from manifoldflows.presets import RealNVP
+
+    flow = RealNVP(2, layers=2, hidden=(8,))
+    for fn in (reverse_kl, log_importance_weights):
+        with pytest.raises(SpaceMismatch, match=r"GaussianEnergy.*Euclidean\(3\).*Euclidean\(2\)"):
+            fn(flow, GaussianEnergy(3), 8)
+    with pytest.raises(SpaceMismatch, match="GaussianEnergy"):
+        flow.sample_and_log_weight(GaussianEnergy(3), (4,))
+    assert torch.isfinite(reverse_kl(flow, GaussianEnergy(2), 8))  # same space: accepted
