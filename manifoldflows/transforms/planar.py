@@ -36,13 +36,12 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..core import Transform
 from ..functional import planar as kernels
 from ..functional.affine import soft_clamp
-from ..nn.mlp import MLP
 from ..spaces import Euclidean
+from .conditioned import ContextShiftedParameters
 from .linear import _check_features
 
 __all__ = ["PlanarFlow", "RadialFlow", "SylvesterFlow"]
@@ -73,7 +72,7 @@ def _check_hidden(owner: str, hidden: object) -> tuple[int, ...]:
     return tuple(_positive_int(owner, "every hidden size", h) for h in hidden)
 
 
-class _ResidualFlow(Transform):
+class _ResidualFlow(ContextShiftedParameters):
     """Shared machinery: raw parameters as ``nn.Parameter``s plus an optional context network.
 
     ``raw`` maps names to initial values. With ``context_dim`` set, an MLP (last layer zero)
@@ -95,34 +94,7 @@ class _ResidualFlow(Transform):
         hidden = _check_hidden(owner, hidden)
         super().__init__(Euclidean(d), context_dim=context_dim)
         self.features = d
-        self._raw_names = tuple(raw)
-        dtype = torch.get_default_dtype()
-        for name, value in raw.items():
-            self.register_parameter(name, nn.Parameter(value.to(dtype)))
-        self.context_net = (
-            None
-            if context_dim is None
-            else MLP(
-                context_dim,
-                sum(v.numel() for v in raw.values()),
-                hidden,
-                activation,
-                zero_last=True,
-            )
-        )
-
-    def _raw(self, context: Tensor | None) -> dict[str, Tensor]:
-        params = {name: getattr(self, name) for name in self._raw_names}
-        if context is None or self.context_net is None:
-            return params
-        delta = self.context_net(context)
-        batch = delta.shape[:-1]
-        out, offset = {}, 0
-        for name, value in params.items():
-            size = value.numel()
-            out[name] = value + delta[..., offset : offset + size].reshape(*batch, *value.shape)
-            offset += size
-        return out
+        self._setup_raw(raw, context_dim, hidden, activation)
 
 
 class PlanarFlow(_ResidualFlow):

@@ -42,6 +42,7 @@ from ..functional.affine import soft_clamp
 from ..nn.mlp import MLP, concat_context
 from ..spaces import Sphere
 from .circular import CircleMap, MoebiusMap, make_circle_map
+from .conditioned import ContextShiftedParameters
 
 __all__ = ["SphereRotation", "MoebiusSphere", "ExpMapRadial", "RecursiveSphereFlow"]
 
@@ -56,46 +57,12 @@ def _check_context_dim(who: str, context_dim: object) -> int | None:
     return None if context_dim is None else _positive_int(who, "context_dim", context_dim)
 
 
-class _Conditioned(Transform):
-    """Raw parameters (``nn.Parameter``) plus, with a context, an MLP adding offsets to them."""
-
-    def _setup_raw(
-        self,
-        raw: dict[str, Tensor],
-        context_dim: int | None,
-        hidden: Sequence[int],
-        activation: str,
-    ) -> None:
-        self._raw_names = tuple(raw)
-        for name, value in raw.items():
-            self.register_parameter(name, nn.Parameter(value.to(torch.get_default_dtype())))
-        total = sum(v.numel() for v in raw.values())
-        self.context_net = (
-            None
-            if context_dim is None
-            else MLP(context_dim, total, tuple(hidden), activation, zero_last=True)
-        )
-
-    def _raw(self, context: Tensor | None) -> dict[str, Tensor]:
-        params = {name: getattr(self, name) for name in self._raw_names}
-        if context is None or self.context_net is None:
-            return params
-        delta = self.context_net(context)
-        batch = delta.shape[:-1]
-        out, offset = {}, 0
-        for name, value in params.items():
-            size = value.numel()
-            out[name] = value + delta[..., offset : offset + size].reshape(*batch, *value.shape)
-            offset += size
-        return out
-
-
 def _sphere_dim(who: str, n: object) -> int:
     return _positive_int(who, "the sphere dimension n", n)
 
 
 # --------------------------------------------------------------------------- rotation
-class SphereRotation(_Conditioned):
+class SphereRotation(ContextShiftedParameters):
     r"""Learnable rotation ``y = R x`` of ``S^n``, ``R = matrix_exp(A - A^T)``; logdet 0.
 
     ``A`` is strictly upper triangular (``n (n+1) / 2`` free entries), so ``A - A^T`` is any
@@ -164,7 +131,7 @@ class SphereRotation(_Conditioned):
 
 
 # --------------------------------------------------------------------------- Moebius
-class MoebiusSphere(_Conditioned):
+class MoebiusSphere(ContextShiftedParameters):
     r"""Moebius map of ``S^n``: ``f_w(x) = (1 - |w|^2) / |x - w|^2 (x - w) - w``.
 
     The sphere-preserving inversion of Kato & McCullagh, which is Rezende et al.'s circle
@@ -281,7 +248,7 @@ class MoebiusSphere(_Conditioned):
 
 
 # --------------------------------------------------------------------------- exponential map
-class ExpMapRadial(_Conditioned):
+class ExpMapRadial(ContextShiftedParameters):
     r"""Exponential-map flow ``f(x) = exp_x(grad phi(x))`` with a sum of radial potentials.
 
     ``phi(x) = sum_k alpha_k / beta_k exp(beta_k (mu_k . x - 1))`` (Rezende et al. 2020,
