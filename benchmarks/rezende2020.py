@@ -181,9 +181,9 @@ CONFIGS: tuple[Config, ...] = (
         "sphere_mixture",
         "exp-map radial",
         "SphereFlow",
-        {"kind": "expmap", "layers": 16, "components": 5},
-        steps=4000,
-        lr=3e-3,
+        {"kind": "expmap", "layers": 20, "components": 5},
+        steps=3200,
+        lr=1e-2,
     ),
     Config(
         "sphere_mixture",
