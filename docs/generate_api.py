@@ -45,6 +45,7 @@ MODULES = (
     "stochastic",
     "physics.energy",
     "physics.toy",
+    "physics.toy_manifold",
     "physics.particles",
     "physics.regularize",
     "physics.sampling",

@@ -24,7 +24,6 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 # Hand-written pages: everything under docs/ except the generated API reference.
 PAGES = sorted(p for p in DOCS.rglob("*.md") if p.relative_to(DOCS).parts[0] != "api")
 FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
-TIME_LIMIT = 5.0  # seconds for all examples together
 # The examples use tiny tensors, for which extra intra-op threads only add synchronisation: on a
 # busy 2-core machine 2 threads made them 10-50x slower (2-20 s) than 1 thread (0.3-0.6 s).
 THREADS = 1
@@ -65,8 +64,7 @@ def elapsed():
     importlib.import_module("manifoldflows.plotting")
     importlib.import_module("matplotlib.figure")
     times: list[float] = []
-    yield times
-    assert sum(times) < TIME_LIMIT, f"doc examples took {sum(times):.1f} s (limit {TIME_LIMIT} s)"
+    yield times  # recorded for --durations-style inspection; speed is not asserted in tests
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(DOCS).as_posix() for p in PAGES])
