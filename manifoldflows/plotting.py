@@ -137,18 +137,7 @@ def plot_density_2d(
     ref = reference_tensor(model)
     dtype = ref.dtype if ref is not None else torch.get_default_dtype()
     device = ref.device if ref is not None else torch.device("cpu")
-    if context is not None:
-        if (
-            not isinstance(context, Tensor)
-            or context.dim() not in (1, 2)
-            or (context.dim() == 2 and context.shape[0] != 1)
-        ):
-            shape = tuple(context.shape) if isinstance(context, Tensor) else type(context).__name__
-            raise ValueError(
-                f"{who}: expected one context vector of shape (context_dim,) or "
-                f"(1, context_dim), got {shape}"
-            )
-        context = context.reshape(-1).to(dtype=dtype, device=device)
+    context = _single_context(context, who, dtype, device)
 
     dx, dy = (x1 - x0) / grid, (y1 - y0) / grid
     xs = torch.linspace(x0 + dx / 2, x1 - dx / 2, grid, dtype=dtype, device=device)

@@ -165,7 +165,9 @@ def test_lulinear_inverse_matches_linear_solve():
 def test_lulinear_logdet_can_be_written_in_place():
     # the logdet is a fresh tensor, not an expanded view of a parameter
     _, ld = LULinear(3)(torch.randn(4, 3))
-    ld += 1.0
+    before = ld.clone()
+    ld += 1.0  # raises if ld were an expanded view of a parameter
+    assert torch.equal(ld, before + 1.0)
 
 
 # ----------------------------------------------------------------------------- ActNorm
