@@ -49,6 +49,7 @@ MODULES = (
     "physics.particles",
     "physics.regularize",
     "physics.sampling",
+    "physics.stratified",
 )
 #: Top-level packages whose classes count as ours (``physics`` pages are named by full path).
 PACKAGES = (PACKAGE, "physics")

@@ -1,7 +1,7 @@
 """physics: Boltzmann targets (energies), particle systems, energy regularisers and
 importance-sampling estimates (log Z, free energies, flow-based MCMC)."""
 
-from . import sampling, toy_manifold
+from . import sampling, stratified, toy_manifold
 from .energy import Energy
 from .particles import DW4, LJ13, LennardJones, PairDoubleWell, ParticleEnergy, remove_com
 from .regularize import Clip, LinLogCut, RegularizedEnergy
@@ -15,6 +15,7 @@ from .toy import (
 
 __all__ = [
     "sampling",
+    "stratified",
     "toy_manifold",
     "Energy",
     "DoubleWell",

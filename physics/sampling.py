@@ -26,6 +26,10 @@ when the effective sample size is not tiny, and every function documents its for
 :func:`annealed_importance_sampling`        AIS from the flow to the target (Neal 2001)
 =========================================  ==================================================
 
+For free-energy differences between two rare-vs-common states with a good flow,
+:func:`physics.stratified.stratified_free_energy_difference` beats the exact-sampling error of
+:func:`free_energy_difference` at the same number of energy evaluations.
+
 A *flow* is anything with ``sample_and_log_prob(shape, context, generator)`` and ``log_prob``
 (every :class:`~manifoldflows.core.Flow` and base distribution), or a flow with stochastic layers
 (``flow.stochastic`` true), whose importance weights come from ``sample_and_log_weight``. A
