@@ -32,7 +32,10 @@ def tiny(bench):
         a_repeats=2,
         a_proposal=2000,
         b_steps=5,
-        b_alpha_steps=3,
+        b_refine_steps=3,
+        b_refine_batch=32,
+        b_layers=1,
+        b_ais_levels=2,
         b_repeats=2,
         b_samples=100,
         c_steps=3,
@@ -78,7 +81,15 @@ def test_sections_give_finite_numbers(bench, tiny):
         assert row["evaluations"] == tiny.a_samples
         assert row["budget"].evaluations >= tiny.a_steps * tiny.batch
     b = bench.section_b(tiny)
-    assert _finite(b["mae"], b["mae_se"], b["ess"]) and b["mae"] >= 0
+    assert len(b["rows"]) == 3
+    for row in b["rows"]:
+        assert _finite(row["mae"], row["mae_se"], row["ess"]) and 0 <= row["mae"]
+        assert row["mae"] <= row["max_error"]
+    plain, _, ais = b["rows"]
+    assert plain["evaluations"] == tiny.b_samples  # one energy per IS sample
+    # AIS: the initial energy plus one per level per chain
+    assert ais["evaluations"] == tiny.b_samples * (1 + tiny.b_ais_levels)
+    assert b["rows"][1]["budget"].evaluations > plain["budget"].evaluations
     c = bench.section_c(tiny)
     assert _finite(c["estimate"], c["stderr"], c["kl"], c["kl_se"])
     rows = bench.section_d(tiny)
@@ -88,7 +99,6 @@ def test_sections_give_finite_numbers(bench, tiny):
         # equal budgets: nobody overspends
         assert 0 < row["evaluations"] <= tiny.d_budget
         assert 1.0 <= row["ess"] <= row["samples"]
-    lines = (
-        bench.report_a(rows_a, tiny) + bench.report_b(b) + bench.report_c(c) + bench.report_d(rows, tiny)
-    )
+    lines = bench.report_a(rows_a, tiny) + bench.report_b(b)
+    lines += bench.report_c(c) + bench.report_d(rows, tiny)
     assert any(line.startswith("| DoubleWell") for line in lines)
