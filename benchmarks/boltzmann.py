@@ -154,12 +154,11 @@ class Budget:
     batch: int
     evaluations: int
     seconds: float
+    schedule: str | None = None  # e.g. "3000 x 512 + 3000 x 4096" for several stages
 
     def text(self) -> str:
-        return (
-            f"{self.steps} steps x {self.batch}; {self.evaluations / 1e6:.2f}M u-evals; "
-            f"{self.seconds:.0f} s"
-        )
+        schedule = self.schedule or f"{self.steps} steps x {self.batch}"
+        return f"{schedule}; {self.evaluations / 1e6:.2f}M u-evals; {self.seconds:.0f} s"
 
 
 @dataclass
@@ -392,7 +391,10 @@ def section_b(config: Config, seed: int = 0) -> dict:
     seconds += train_reweighted(flow, scaled, config.b_refine_steps, config.b_refine_batch)
     steps = config.b_steps + config.b_refine_steps
     evaluations = stage1.evaluations + counted.count - before
-    stage2 = Budget(steps, config.b_refine_batch, evaluations, seconds)
+    schedule = (
+        f"{config.b_steps} x {config.batch} + {config.b_refine_steps} x {config.b_refine_batch}"
+    )
+    stage2 = Budget(steps, config.b_refine_batch, evaluations, seconds, schedule)
     for method, estimate in (("IS", plain), (f"AIS, {config.b_ais_levels} MH levels", annealed)):
         rows.append(dict(stage="+ importance-weighted forward KL", method=method, budget=stage2))
         rows[-1].update(_log_z_errors(estimate, repeats, counted))

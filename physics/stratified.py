@@ -186,6 +186,10 @@ def stratified_free_energy_difference(
     n_proposal = _positive_int(20 * n if n_proposal is None else n_proposal, who, "n_proposal")
     limit = 1000 * max(n, n_proposal) if max_proposal is None else max_proposal
     limit = _positive_int(limit, who, "max_proposal")
+    if limit < n_proposal:
+        raise InvalidInput(
+            f"{who}: expected max_proposal >= n_proposal = {n_proposal}, got {limit}"
+        )
     batch_size = _positive_int(batch_size, who, "batch_size")
     _check_policy(nonfinite, who)
     _check_space(flow, target, who)

@@ -191,6 +191,7 @@ def test_bad_regions(region, match):
         (dict(fraction_a=1.0), "fraction_a"),
         (dict(n_proposal=0), "n_proposal"),
         (dict(nonfinite="ignore"), "nonfinite"),
+        (dict(n_proposal=1000, max_proposal=999), "max_proposal >= n_proposal"),
     ],
 )
 def test_bad_sizes(kwargs, match):

@@ -4,6 +4,7 @@ from .base import Distribution
 from .directional import Mixture, VonMises, VonMisesFisher, WrappedNormal
 from .image import ImageStandardNormal
 from .normal import DiagNormal, GaussianMixture, StandardNormal
+from .quasirandom import QuasiRandomSampler
 from .uniform import Uniform
 
 __all__ = [
@@ -17,4 +18,5 @@ __all__ = [
     "VonMisesFisher",
     "WrappedNormal",
     "Mixture",
+    "QuasiRandomSampler",
 ]
