@@ -36,6 +36,7 @@ def tiny(bench):
         b_refine_batch=32,
         b_layers=1,
         b_ais_levels=2,
+        b_ais_mh_steps=2,
         b_repeats=2,
         b_samples=100,
         c_steps=3,
@@ -81,14 +82,16 @@ def test_sections_give_finite_numbers(bench, tiny):
         assert row["evaluations"] == tiny.a_samples
         assert row["budget"].evaluations >= tiny.a_steps * tiny.batch
     b = bench.section_b(tiny)
-    assert len(b["rows"]) == 3
+    assert len(b["rows"]) == 4
     for row in b["rows"]:
         assert _finite(row["mae"], row["mae_se"], row["ess"]) and 0 <= row["mae"]
         assert row["mae"] <= row["max_error"]
-    plain, _, ais = b["rows"]
+    plain, _, ais, ais_qmc = b["rows"]
     assert plain["evaluations"] == tiny.b_samples  # one energy per IS sample
-    # AIS: the initial energy plus one per level per chain
+    # AIS: the initial energy plus one per Metropolis step per level per chain
     assert ais["evaluations"] == tiny.b_samples * (1 + tiny.b_ais_levels)
+    steps = tiny.b_ais_levels * tiny.b_ais_mh_steps
+    assert ais_qmc["evaluations"] == tiny.b_samples * (1 + steps)
     assert b["rows"][1]["budget"].evaluations > plain["budget"].evaluations
     c = bench.section_c(tiny)
     assert _finite(c["estimate"], c["stderr"], c["kl"], c["kl_se"])
