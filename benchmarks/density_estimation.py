@@ -22,7 +22,9 @@ Data sets (``manifoldflows.datasets`` with their default parameters, plus one de
 * ``gmm16``: a 16-D mixture of 8 Gaussians with random full covariances (fixed seed; condition
   numbers up to 10), ``log p`` by ``logsumexp`` of ``torch.distributions.MultivariateNormal``.
 
-Models are the presets ``RealNVP``, ``MAF`` and ``NSF`` (coupling) trained by maximum
+Models are the presets ``RealNVP``, ``MAF`` and ``NSF`` (coupling; 8 bins on ``[-5, 5]``
+after an ``ActNorm`` in front of every block, whose data-dependent initialisation brings the
+data into the splines' range) trained by maximum
 likelihood with :func:`manifoldflows.training.fit` (Adam, cosine learning-rate decay), one
 after the other in one process. The 2-D densities are also drawn as a grid (true density and
 each model) in ``results/density_estimation.png``.
@@ -315,7 +317,7 @@ def build_model(name: str, features: int, size: str = "full", seed: int = 0) -> 
     if name == "MAF":
         return presets.MAF(features, **options)
     if name == "NSF":
-        return presets.NSF(features, bins=8, bound=5.0, **options)
+        return presets.NSF(features, bins=8, bound=5.0, actnorm=True, **options)
     raise ValueError(f"build_model: expected a model in {MODELS}, got {name!r}")
 
 
