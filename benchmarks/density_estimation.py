@@ -300,7 +300,7 @@ DATASETS = tuple(_datasets())
 
 #: Model sizes: "full" (the committed table), "quick" (smoke run), "tiny" (unit test).
 SIZES = {
-    "full": {"layers": {"RealNVP": 8, "MAF": 5, "NSF": 4}, "width_2d": 64, "width": 128},
+    "full": {"layers": {"RealNVP": 8, "MAF": 5, "NSF": 8}, "width_2d": 64, "width": 128},
     "quick": {"layers": {"RealNVP": 4, "MAF": 3, "NSF": 2}, "width_2d": 32, "width": 64},
     "tiny": {"layers": {"RealNVP": 2, "MAF": 2, "NSF": 2}, "width_2d": 8, "width": 8},
 }
