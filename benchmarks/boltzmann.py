@@ -247,10 +247,15 @@ def train_annealed(
 
         return losses.reverse_kl(model, u, batch)
 
+    return _fit_cosine(flow, loss, steps, lr)
+
+
+def _fit_cosine(flow, loss_fn, steps: int, lr: float) -> float:
+    """:func:`~manifoldflows.training.fit` with cosine learning-rate decay; wall seconds."""
     start = time.perf_counter()
     fit(
         flow,
-        loss_fn=loss,
+        loss_fn=loss_fn,
         steps=steps,
         lr=lr,
         progress=False,
@@ -335,16 +340,11 @@ def section_a(config: Config, seed: int = 0) -> list[dict]:
 
 def train_reweighted(flow, energy, steps: int, batch: int, lr: float = 3e-4) -> float:
     """Importance-weighted forward KL on the flow's own samples; wall seconds (cosine decay)."""
-    start = time.perf_counter()
-    fit(
-        flow,
-        loss_fn=lambda model, _b, _c: losses.importance_weighted_forward_kl(model, energy, batch),
-        steps=steps,
-        lr=lr,
-        progress=False,
-        scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps),
-    )
-    return time.perf_counter() - start
+
+    def loss(model, _batch, _context):
+        return losses.importance_weighted_forward_kl(model, energy, batch)
+
+    return _fit_cosine(flow, loss, steps, lr)
 
 
 def _log_z_errors(estimate: Callable[[], S.Samples], repeats: int, counted: CountingEnergy):

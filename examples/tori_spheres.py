@@ -89,6 +89,20 @@ def side_by_side(plot, target, flow, titles: tuple[str, str], n: int, generator,
     return fig
 
 
+def fit_and_draw(flow, target, plot, target_name: str, flow_name: str, path: Path, steps: int,
+                 generator: torch.Generator, grid: int):  # fmt: skip
+    """Reverse-KL fit of ``flow`` to ``target``, its scores, and the side-by-side figure.
+
+    Returns ``(kl, kl_stderr, ess, path_written)``.
+    """
+    fit(flow, target=target, steps=steps, batch_size=256, lr=3e-3, scheduler=cosine(steps),
+        progress=False, generator=generator)  # fmt: skip
+    kl, se, e = scores(flow, target, 10000, generator)
+    titles = (f"target: {target_name}", f"{flow_name}: KL {kl:.3f} nats, ESS {e:.0%}")
+    fig = side_by_side(plot, target, flow, titles, 1000, generator, grid=grid)
+    return kl, se, e, save_figure(fig, path)
+
+
 def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parse_args(argv)
     if args.steps < 1:
@@ -124,39 +138,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     torch.manual_seed(args.seed)
     torus_target = TorusMultimodal()
     torus_flow = TorusNSF(2, layers=4, bins=8, hidden=(32, 32))
-    fit(torus_flow, target=torus_target, steps=args.steps, batch_size=256, lr=3e-3,
-        scheduler=cosine(args.steps), progress=False, generator=generator)  # fmt: skip
-    kl, se, e = scores(torus_flow, torus_target, 10000, generator)
+    kl, se, e, path = fit_and_draw(
+        torus_flow, torus_target, plot_torus_density, "T^2 multimodal", "TorusNSF",
+        args.out / "tori_spheres_torus.png", args.steps, generator, grid=120,
+    )  # fmt: skip
     out["torus_kl"], out["torus_ess"] = kl, e
-    fig = side_by_side(
-        plot_torus_density,
-        torus_target,
-        torus_flow,
-        ("target: T^2 multimodal", f"TorusNSF: KL {kl:.3f} nats, ESS {e:.0%}"),
-        1000,
-        generator,
-        grid=120,
-    )
-    paths.append(save_figure(fig, args.out / "tori_spheres_torus.png"))
+    paths.append(path)
 
     # 3. Sphere, reverse KL to the four-mode target.
     torch.manual_seed(args.seed)
     sphere_target = SphereMixture()
     sphere_flow = SphereFlow(2, kind="recursive", layers=4, bins=8, hidden=(32, 32))
-    fit(sphere_flow, target=sphere_target, steps=args.steps, batch_size=256, lr=3e-3,
-        scheduler=cosine(args.steps), progress=False, generator=generator)  # fmt: skip
-    kl_s, se_s, e_s = scores(sphere_flow, sphere_target, 10000, generator)
+    kl_s, se_s, e_s, path = fit_and_draw(
+        sphere_flow, sphere_target, plot_sphere_density, "S^2 four modes", "SphereFlow",
+        args.out / "tori_spheres_sphere.png", args.steps, generator, grid=90,
+    )  # fmt: skip
     out["sphere_kl"], out["sphere_ess"] = kl_s, e_s
-    fig = side_by_side(
-        plot_sphere_density,
-        sphere_target,
-        sphere_flow,
-        ("target: S^2 four modes", f"SphereFlow: KL {kl_s:.3f} nats, ESS {e_s:.0%}"),
-        1000,
-        generator,
-        grid=90,
-    )
-    paths.append(save_figure(fig, args.out / "tori_spheres_sphere.png"))
+    paths.append(path)
 
     wall = time.perf_counter() - _START
     out["wall_time"] = wall

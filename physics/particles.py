@@ -105,9 +105,14 @@ def pair_distances(x: Tensor, n_particles: int, spatial_dim: int) -> Tensor:
         [5.0, 1.0, 4.242640495300293]
     """
     pos = positions(x, n_particles, spatial_dim)
-    i, j = torch.triu_indices(n_particles, n_particles, 1, device=x.device)
-    diff = pos[..., i, :] - pos[..., j, :]
-    return torch.linalg.vector_norm(diff, dim=-1)
+    return torch.linalg.vector_norm(_pair_vectors(pos), dim=-1)
+
+
+def _pair_vectors(pos: Tensor) -> Tensor:
+    """``x_i - x_j`` for all pairs ``i < j`` (row-major), from positions ``(*batch, n, d)``."""
+    n = pos.shape[-2]
+    i, j = torch.triu_indices(n, n, 1, device=pos.device)
+    return pos[..., i, :] - pos[..., j, :]
 
 
 class ParticleEnergy(Energy):
@@ -231,8 +236,7 @@ class PairDoubleWell(ParticleEnergy):
         )
 
     def _interaction(self, pos: Tensor) -> Tensor:
-        i, j = torch.triu_indices(self.n_particles, self.n_particles, 1, device=pos.device)
-        r = torch.linalg.vector_norm(pos[..., i, :] - pos[..., j, :], dim=-1) - self.d0
+        r = torch.linalg.vector_norm(_pair_vectors(pos), dim=-1) - self.d0
         r2 = r * r
         return (self.a * r + self.b * r2 + self.c * r2 * r2).sum(-1)
 
@@ -319,8 +323,7 @@ class LennardJones(ParticleEnergy):
         )
 
     def _interaction(self, pos: Tensor) -> Tensor:
-        i, j = torch.triu_indices(self.n_particles, self.n_particles, 1, device=pos.device)
-        diff = pos[..., i, :] - pos[..., j, :]
+        diff = _pair_vectors(pos)
         s6 = (self.r_min**2 / (diff * diff).sum(-1)) ** 3
         u = self.epsilon * (s6 * s6 - 2.0 * s6).sum(-1)
         if self.oscillator_scale > 0:

@@ -391,6 +391,17 @@ def importance_weights(
     return Samples(torch.cat(xs), log_w, count)
 
 
+def _energy_like(energy, x: Tensor, like: Tensor, who: str) -> Tensor:
+    """``energy(x)``, checked to have the batch shape of ``like`` (e.g. ``log q(x)``)."""
+    u = energy(x)
+    if u.shape != like.shape:
+        raise InvalidInput(
+            f"{who}: expected the target energy to have the batch shape {tuple(like.shape)}, "
+            f"got {tuple(u.shape)}"
+        )
+    return u
+
+
 def _qmc_draw(flow, target, context, generator, who: str):
     """``b -> (x, log_w)`` from one scrambled Sobol sequence of the flow (no gradient)."""
     if context is not None:
@@ -401,12 +412,7 @@ def _qmc_draw(flow, target, context, generator, who: str):
     def draw(b: int) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             x, log_q = sampler.sample_and_log_prob(b)
-            u = energy(x)
-        if u.shape != log_q.shape:
-            raise InvalidInput(
-                f"{who}: expected the target energy to have the batch shape "
-                f"{tuple(log_q.shape)}, got {tuple(u.shape)}"
-            )
+            u = _energy_like(energy, x, log_q, who)
         return x.detach(), (-u - log_q).detach()
 
     return draw
@@ -544,8 +550,8 @@ def _region_mask(region, x, n: int, device, who: str, name: str) -> Tensor:
         )
     if region.shape != (n,):
         raise InvalidInput(
-            f"{who}: expected {name} of shape ({n},) (one entry per log weight), got "
-            f"{tuple(region.shape)}"
+            f"{who}: expected {name} of shape ({n},) (a boolean mask of shape ({n},), one "
+            f"entry per sample), got {tuple(region.shape)}"
         )
     return region.to(device)
 
@@ -1024,12 +1030,7 @@ def _ais_batch(
     langevin = transition == "langevin"
     with torch.no_grad():
         x, log_q = start(b)
-        u = energy(x)
-    if u.shape != log_q.shape:
-        raise InvalidInput(
-            f"{who}: expected the target energy to have the batch shape {tuple(log_q.shape)}, "
-            f"got {tuple(u.shape)}"
-        )
+        u = _energy_like(energy, x, log_q, who)
     x, log_q, u = x.detach(), log_q.detach(), u.detach()
     ell, bad = _handle_nonfinite(-u - log_q, nonfinite, who)
     if bad:  # zero-weight particles: keep them consistent with ell = -inf

@@ -53,9 +53,12 @@ from .sampling import (
     Estimate,
     _check_policy,
     _check_space,
+    _energy_like,
     _handle_nonfinite,
     _positive_int,
+    _region_mask,
     effective_sample_size,
+    log_partition,
 )
 
 __all__ = ["StratifiedEstimate", "stratified_free_energy_difference"]
@@ -94,28 +97,7 @@ def _mask(region: Region, x: Tensor, who: str, name: str) -> Tensor:
             f"{who}: expected {name} as a callable x -> boolean mask (the samples are drawn "
             f"inside), got {type(region).__name__}"
         )
-    mask = region(x)
-    b = x.shape[0]
-    if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != (b,):
-        got = (
-            f"dtype {mask.dtype}, shape {tuple(mask.shape)}"
-            if isinstance(mask, Tensor)
-            else type(mask).__name__
-        )
-        raise InvalidInput(
-            f"{who}: expected {name}(x) to return a boolean mask of shape ({b},), got {got}"
-        )
-    return mask
-
-
-def _log_mean_term(log_w: Tensor) -> tuple[Tensor, Tensor]:
-    """``log mean(w)`` and the delta-method variance of it, ``Var(w) / (n mean(w)^2)``."""
-    n = log_w.numel()
-    top = log_w.max()
-    scaled = torch.exp(log_w - top)
-    mean = scaled.mean()
-    var = scaled.var(unbiased=True) / (n * mean.square()) if n > 1 else torch.zeros_like(mean)
-    return top + mean.log(), var
+    return _region_mask(region, x, x.shape[0], x.device, who, name)
 
 
 def stratified_free_energy_difference(
@@ -243,12 +225,17 @@ def stratified_free_energy_difference(
                 f"region_a {counts['region_a']}, region_b {counts['region_b']}), so its "
                 "probability under the flow cannot be estimated; raise n_proposal"
             )
-    log_means, variances, ess, bad_total = {}, {}, {}, 0
+    log_means, ess, bad_total = {}, {}, 0
     with torch.no_grad():
         for k in ("region_a", "region_b"):
             x = torch.cat([p[0] for p in kept[k]])
             log_q = torch.cat([p[1] for p in kept[k]])
-            u = torch.cat([energy(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+            u = torch.cat(
+                [
+                    _energy_like(energy, x[i : i + batch_size], log_q[i : i + batch_size], who)
+                    for i in range(0, len(x), batch_size)
+                ]
+            )
             log_w, bad = _handle_nonfinite(-u - log_q, nonfinite, who)
             bad_total += bad
             if not bool(torch.isfinite(log_w).any()):
@@ -256,17 +243,17 @@ def stratified_free_energy_difference(
                     f"{who}: all {log_w.numel()} evaluated samples of {k} have zero weight "
                     "(infinite energy); check the target in that region"
                 )
-            log_means[k], variances[k] = _log_mean_term(log_w)
+            log_means[k] = log_partition(log_w)  # log of the mean weight, delta-method se
             ess[k] = float(effective_sample_size(log_w))
-    dtype, device = log_means["region_a"].dtype, log_means["region_a"].device
+    dtype, device = log_means["region_a"].value.dtype, log_means["region_a"].value.device
     c_a, c_b = counts["region_a"], counts["region_b"]
     mass = Estimate(
         torch.tensor(math.log(c_a) - math.log(c_b), dtype=dtype, device=device),
         torch.tensor(math.sqrt(1.0 / c_a + 1.0 / c_b), dtype=dtype, device=device),
     )
+    mean_a, mean_b = log_means["region_a"], log_means["region_b"]
     weight = Estimate(
-        log_means["region_a"] - log_means["region_b"],
-        (variances["region_a"] + variances["region_b"]).sqrt(),
+        mean_a.value - mean_b.value, (mean_a.stderr.square() + mean_b.stderr.square()).sqrt()
     )
     return StratifiedEstimate(
         mass.value + weight.value,
