@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+import operator
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +18,8 @@ __all__ = [
     "check_points",
     "check_context",
     "context_batch_shape",
+    "positive_int",
+    "positive_float",
 ]
 
 
@@ -95,3 +99,51 @@ def check_context(
 def context_batch_shape(context: Tensor | None) -> torch.Size:
     """Batch shape carried by a context tensor (empty without one)."""
     return torch.Size() if context is None else context.shape[:-1]
+
+
+def positive_int(value: object, what: str, who: str, *, minimum: int = 1) -> int:
+    """Return ``value`` as an ``int`` if it is an integer ``>= minimum``, else raise.
+
+    The one argument checker of the package: every layer, space, preset and estimator that takes
+    a count (features, bins, layers, samples, steps, ...) calls it, so the messages read alike:
+    ``"<who>: expected a positive integer <what>, got <value>"`` (``non-negative`` when
+    ``minimum == 0``, ``an integer >= m`` otherwise). Booleans are refused; numpy and torch
+    integer scalars are accepted.
+
+    Example:
+        >>> positive_int(3, "number of bins", "SplineMap")
+        3
+        >>> positive_int(0, "number of bins", "SplineMap")
+        Traceback (most recent call last):
+        ...
+        manifoldflows.errors.InvalidInput: SplineMap: expected a positive integer number of bins, got 0
+    """
+    try:
+        number = None if isinstance(value, bool) else operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        number = None
+    if number is None or number < minimum:
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(
+            minimum, f"an integer >= {minimum}"
+        )
+        raise InvalidInput(f"{who}: expected {kind} {what}, got {value!r}")
+    return int(number)
+
+
+def positive_float(value: object, what: str, who: str, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a finite ``float > 0`` (``>= 0`` with ``allow_zero``), else raise.
+
+    Example:
+        >>> positive_float(0.5, "step size", "HMC")
+        0.5
+    """
+    number = None
+    if not isinstance(value, bool):
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            number = None
+    if number is None or not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+        kind = "a non-negative" if allow_zero else "a positive"
+        raise InvalidInput(f"{who}: expected {kind} finite number {what}, got {value!r}")
+    return number
