@@ -11,7 +11,7 @@ Conventions (see ``docs/concepts.md``):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +26,7 @@ from .errors import (
     StochasticFlowError,
 )
 from .spaces import Space
+from .targets import check_target_space, energy_fn, target_energy
 
 __all__ = [
     "Transform",
@@ -252,36 +253,6 @@ class Inverse(Transform):
         return self.transform._forward(y, context)
 
 
-def energy_fn(target) -> Callable[[Tensor], Tensor]:
-    """Turn a target into a function ``x -> u(x)`` (reduced energy, batch shape).
-
-    Accepts a plain callable or an object with an ``.energy(x)`` method (the
-    ``physics.Energy`` protocol).
-    """
-    if hasattr(target, "energy") and callable(target.energy):
-        return target.energy
-    if callable(target):
-        return target
-    raise TypeError(
-        "expected a target callable x -> u(x) or an object with .energy(x), "
-        f"got {type(target).__name__}"
-    )
-
-
-def check_target_space(model, target, who: str) -> None:
-    """Refuse a target whose ``space`` differs from the model's, naming both.
-
-    Targets without a ``space`` attribute (plain callables) are accepted as they are.
-    """
-    target_space, model_space = getattr(target, "space", None), getattr(model, "space", None)
-    if isinstance(target_space, Space) and isinstance(model_space, Space):
-        if target_space != model_space:
-            raise SpaceMismatch(
-                f"{who}: the target {type(target).__name__} lives on {target_space!r} but the "
-                f"model {type(model).__name__} samples points of {model_space!r}"
-            )
-
-
 class Flow(Distribution):
     """A normalizing flow: a base distribution pushed forward through a transform.
 
@@ -359,13 +330,17 @@ class Flow(Distribution):
         """Samples and their log importance weights ``log w = -u(y) - log q(y)``.
 
         For stochastic chains ``log q`` is replaced by ``log p_base(z) - sum(path weights)``,
-        whose importance weights are unbiased for the target (Wu et al. 2020). ``target`` is a
-        callable ``x -> u(x)`` or an object with ``.energy(x)``.
+        whose importance weights are unbiased for the target (Wu et al. 2020). ``target``
+        follows the protocol of :mod:`manifoldflows.targets` (a callable or an object with
+        ``.energy``; it receives ``context`` when it takes one). Estimates with error bars
+        from these weights: :mod:`manifoldflows.estimators`.
         """
-        check_target_space(self, target, "Flow.sample_and_log_weight")
+        who = "Flow.sample_and_log_weight"
+        check_target_space(self, target, who)
         self._check_sample_context(context)
         z, log_p = self.base._sample_and_log_prob(
             self._full_shape(shape, context), context, generator
         )
         y, logdet = self.transform(z, context)
-        return y, -energy_fn(target)(y) - (log_p - logdet)
+        log_q = log_p - logdet
+        return y, -target_energy(target, y, log_q.shape, context, who) - log_q
