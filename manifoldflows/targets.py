@@ -110,7 +110,7 @@ def check_target_space(model, target, who: str) -> None:
         >>> try:
         ...     check_target_space(StandardNormal(2), OnThree(), "demo")
         ... except ValueError as err:
-        ...     print(str(err)[:45])
+        ...     print(str(err)[:46])
         demo: the target OnThree lives on Euclidean(3)
     """
     target_space, model_space = getattr(target, "space", None), getattr(model, "space", None)
