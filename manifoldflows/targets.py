@@ -110,15 +110,16 @@ def check_target_space(model, target, who: str) -> None:
         >>> try:
         ...     check_target_space(StandardNormal(2), OnThree(), "demo")
         ... except ValueError as err:
-        ...     print(str(err)[:46])
-        demo: the target OnThree lives on Euclidean(3)
+        ...     print(str(err).split(", ")[0][-36:])
+        target OnThree lives on Euclidean(3)
     """
     target_space, model_space = getattr(target, "space", None), getattr(model, "space", None)
     if isinstance(target_space, Space) and isinstance(model_space, Space):
         if target_space != model_space:
             raise SpaceMismatch(
-                f"{who}: the target {type(target).__name__} lives on {target_space!r} but the "
-                f"model {type(model).__name__} samples points of {model_space!r}"
+                f"{who}: the model {type(model).__name__} samples points of {model_space!r} "
+                f"but the target {type(target).__name__} lives on {target_space!r}, not on "
+                f"{model_space!r}"
             )
 
 
