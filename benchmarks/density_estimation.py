@@ -23,8 +23,9 @@ Data sets (``manifoldflows.datasets`` with their default parameters, plus one de
   numbers up to 10), ``log p`` by ``logsumexp`` of ``torch.distributions.MultivariateNormal``.
 
 Models are the presets ``RealNVP``, ``MAF`` and ``NSF`` (coupling; 8 bins on ``[-5, 5]``
-after an ``ActNorm`` in front of every block, whose data-dependent initialisation brings the
-data into the splines' range) trained by maximum
+after an ``ActNorm`` in front of every block, whose data-dependent initialisation by
+:func:`~manifoldflows.transforms.initialize_actnorm` on a training batch brings the data into
+the splines' range) trained by maximum
 likelihood with :func:`manifoldflows.training.fit` (Adam, cosine learning-rate decay), one
 after the other in one process. The 2-D densities are also drawn as a grid (true density and
 each model) in ``results/density_estimation.png``.
@@ -62,6 +63,7 @@ from _common import RESULTS, machine_header, markdown_table, write_result  # noq
 from manifoldflows import datasets, presets  # noqa: E402
 from manifoldflows.core import Flow  # noqa: E402
 from manifoldflows.training import fit  # noqa: E402
+from manifoldflows.transforms import initialize_actnorm  # noqa: E402
 
 __all__ = [
     "Dataset",
@@ -400,6 +402,9 @@ def run(
             def cosine(opt: torch.optim.Optimizer, steps: int = steps):
                 return torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
 
+            # data-dependent ActNorm initialisation on one training batch (idempotent: a fit
+            # that initialises on its first batch itself then finds nothing left to do)
+            initialize_actnorm(flow, x_train[: config.batch_size])
             history = fit(
                 flow,
                 x_train,

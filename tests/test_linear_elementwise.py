@@ -30,6 +30,7 @@ from manifoldflows.transforms import (
     Sigmoid,
     Softplus,
     Tanh,
+    initialize_actnorm,
 )
 
 BATCH_SHAPES = [(), (7,), (2, 3)]
@@ -180,10 +181,11 @@ def _skewed_data(n: int = 400, seed: int = 0, shape=None) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("shape", [(400,), (20, 20)])
-def test_actnorm_first_inverse_standardises_latents(shape):
+def test_actnorm_initialize_actnorm_standardises_latents(shape):
     layer = ActNorm(3).double()
     assert not bool(layer.initialized)
     data = _skewed_data(shape=shape)
+    assert initialize_actnorm(layer, data) == 1
     z, ld = layer.inverse(data)
     assert bool(layer.initialized)
     flat = z.reshape(-1, 3)
@@ -197,14 +199,15 @@ def test_actnorm_first_inverse_standardises_latents(shape):
 
 def test_actnorm_initialises_only_once():
     layer = ActNorm(3).double()
-    layer.inverse(_skewed_data(seed=0))
+    assert initialize_actnorm(layer, _skewed_data(seed=0)) == 1
     state = copy.deepcopy(layer.state_dict())
+    assert initialize_actnorm(layer, _skewed_data(seed=1) * 7.0 + 2.0) == 0
     layer.inverse(_skewed_data(seed=1) * 7.0 + 2.0)
     for key, value in layer.state_dict().items():
         assert torch.equal(value, state[key]), key
 
 
-def test_actnorm_forward_and_eval_inverse_do_not_initialise():
+def test_actnorm_forward_and_inverse_never_initialise():
     layer = ActNorm(3).double()
     y, ld = layer(_skewed_data())
     assert not bool(layer.initialized)
@@ -213,32 +216,74 @@ def test_actnorm_forward_and_eval_inverse_do_not_initialise():
     layer.inverse(_skewed_data())
     assert not bool(layer.initialized)
     layer.train()
-    layer.inverse(_skewed_data())
+    z, ld = layer.inverse(_skewed_data())  # training mode: still no side effect
+    assert not bool(layer.initialized)
+    assert torch.equal(z, _skewed_data()) and torch.equal(ld, torch.zeros(400, dtype=torch.float64))
+    initialize_actnorm(layer, _skewed_data())
     assert bool(layer.initialized)
 
 
 def test_actnorm_explicit_initialize_and_constant_feature():
     data = _skewed_data()
-    data[:, 1] = 2.5  # constant: the eps guard keeps everything finite
+    data[:, 1] = 2.5  # constant: only centred, its scale stays 1
     layer = ActNorm(3).double().initialize(data)
     z, ld = layer.inverse(data)
     assert bool(torch.isfinite(z).all()) and bool(torch.isfinite(ld).all())
     torch.testing.assert_close(z[:, 1], torch.zeros(400, dtype=torch.float64))
+    assert layer.log_scale[1].item() == 0.0 and layer.shift[1].item() == 2.5
+    # a later point off the constant value is not blown up by 1 / spread
+    z_new, _ = layer.inverse(torch.tensor([[0.0, 3.5, 0.0]], dtype=torch.float64))
+    assert z_new[0, 1].item() == pytest.approx(1.0)
     with pytest.raises(InvalidInput, match="ActNorm.initialize"):
         layer.initialize(torch.randn(0, 3, dtype=torch.float64))
     with pytest.raises(InvalidInput, match="ActNorm.initialize"):
         layer.initialize(torch.randn(5, 4, dtype=torch.float64))
 
 
+def test_actnorm_constant_feature_up_to_float32_rounding_keeps_unit_scale():
+    data = torch.full((1000, 2), 1234.567)
+    data[:, 0] = torch.randn(1000, generator=torch.Generator().manual_seed(0))
+    layer = ActNorm(2).initialize(data)
+    assert layer.log_scale[1].item() == 0.0
+    assert abs(layer.log_scale[0].item()) < 0.1
+
+
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        (torch.randn(1, 3, dtype=torch.float64), "at least two data points"),
+        (torch.randn(3, dtype=torch.float64), "at least two data points"),
+        (torch.tensor([[0.0, float("nan"), 1.0], [1.0, 2.0, 3.0]], dtype=torch.float64), "NaN"),
+    ],
+)
+def test_actnorm_degenerate_batch_raises_naming_actnorm_and_leaves_layer_alone(bad, fragment):
+    layer = ActNorm(3).double()
+    with pytest.raises(InvalidInput, match=rf"ActNorm\.initialize: .*{fragment}"):
+        layer.initialize(bad)
+    with pytest.raises(InvalidInput, match=fragment):
+        initialize_actnorm(layer, bad)
+    assert not bool(layer.initialized) and not layer._init_on_next_inverse
+    assert torch.equal(layer.log_scale.detach(), torch.zeros(3, dtype=torch.float64))
+    assert initialize_actnorm(layer, _skewed_data()) == 1  # a proper batch still works
+
+
+def test_actnorm_single_point_inside_a_flow_raises_naming_actnorm():
+    flow = Flow(StandardNormal(3), Chain(LULinear(3), ActNorm(3))).double()
+    with pytest.raises(InvalidInput, match="ActNorm.initialize"):
+        initialize_actnorm(flow, _skewed_data()[:1])
+    assert not bool(flow.transform[1].initialized)
+
+
 def test_actnorm_state_survives_state_dict_and_save_load():
     layer = ActNorm(3).double()
-    layer.inverse(_skewed_data())
+    initialize_actnorm(layer, _skewed_data())
     assert "initialized" in layer.state_dict()
 
     fresh = ActNorm(3).double()
     fresh.load_state_dict(layer.state_dict())
     assert bool(fresh.initialized)
     new_data = _skewed_data(seed=5) * 3.0
+    assert initialize_actnorm(fresh, new_data) == 0
     torch.testing.assert_close(fresh.inverse(new_data)[0], layer.inverse(new_data)[0])
     for key, value in fresh.state_dict().items():  # not re-initialised on new data
         assert torch.equal(value, layer.state_dict()[key]), key
@@ -253,23 +298,45 @@ def test_actnorm_state_survives_state_dict_and_save_load():
 
 def test_actnorm_loading_an_uninitialised_state_reenables_initialisation():
     layer = ActNorm(3).double()
-    layer.inverse(_skewed_data())
+    initialize_actnorm(layer, _skewed_data())
     layer.load_state_dict(ActNorm(3).double().state_dict())
     assert not bool(layer.initialized)
+    assert initialize_actnorm(layer, _skewed_data(seed=2)) == 1
     z, _ = layer.inverse(_skewed_data(seed=2))
     assert bool(layer.initialized)
     torch.testing.assert_close(z.mean(0), torch.zeros(3, dtype=torch.float64))
 
 
-def test_actnorm_is_initialised_by_flow_log_prob():
+def test_actnorm_is_initialised_by_initialize_actnorm_on_a_flow():
     flow = Flow(StandardNormal(3), Chain(LULinear(3), ActNorm(3))).double()
     data = _skewed_data()
+    assert initialize_actnorm(flow, data) == 1
     log_q = flow.log_prob(data)
     assert log_q.shape == (400,) and bool(torch.isfinite(log_q).all())
     actnorm = flow.transform[1]
     assert bool(actnorm.initialized)
     z, _ = actnorm.inverse(data)
     torch.testing.assert_close(z.mean(0), torch.zeros(3, dtype=torch.float64))
+
+
+def test_initialize_actnorm_initialises_in_density_order_on_upstream_outputs():
+    """Each ActNorm sees the activations left by the layers after it (in forward order)."""
+    g = torch.Generator().manual_seed(3)
+    mixer = LULinear(3, identity_init=False, generator=g).double()
+    chain = Chain(ActNorm(3), mixer, ActNorm(3)).double()
+    data = _skewed_data()
+    assert initialize_actnorm(chain, data) == 2
+    z, _ = chain.inverse(data)  # the first layer (last in the inverse) standardises
+    torch.testing.assert_close(z.mean(0), torch.zeros(3, dtype=torch.float64))
+    torch.testing.assert_close(z.std(0, correction=0), torch.ones(3, dtype=torch.float64))
+    inner, _ = chain[2].inverse(data)
+    torch.testing.assert_close(inner.std(0, correction=0), torch.ones(3, dtype=torch.float64))
+
+
+def test_initialize_actnorm_rejects_other_objects():
+    with pytest.raises(TypeError, match="initialize_actnorm: expected a Flow or a Transform"):
+        initialize_actnorm(torch.nn.Linear(2, 2), torch.randn(4, 2))
+    assert initialize_actnorm(Reverse(3), torch.randn(4, 3)) == 0  # nothing to initialise
 
 
 # ----------------------------------------------------------------------------- elementwise

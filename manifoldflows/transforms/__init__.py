@@ -20,7 +20,7 @@ from .flowpp import LogisticMixtureCoupling
 from .linear import LULinear, Permutation, RandomPermutation, Reverse
 from .multiscale import ActNorm2d, AffineCoupling2d, InvertibleConv1x1, SplitPrior, Squeeze
 from .neural_autoregressive import NeuralAutoregressive
-from .normalization import ActNorm
+from .normalization import ActNorm, initialize_actnorm
 from .planar import PlanarFlow, RadialFlow, SylvesterFlow
 from .residual import ConvergenceError, InvertibleResidual
 from .sphere import ExpMapRadial, MoebiusSphere, RecursiveSphereFlow, SphereRotation
@@ -44,6 +44,7 @@ __all__ = [
     "RandomPermutation",
     "LULinear",
     "ActNorm",
+    "initialize_actnorm",
     "Squeeze",
     "ActNorm2d",
     "InvertibleConv1x1",

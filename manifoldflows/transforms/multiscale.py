@@ -36,9 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_points
 from ..core import Transform
-from ..errors import InvalidInput, SpaceMismatch
+from ..errors import SpaceMismatch
 from ..functional.affine import affine, affine_inverse, soft_clamp
 from ..nn.conv import ConvNet
 from ..spaces.image import Image
@@ -152,23 +151,29 @@ class ActNorm2d(ActNorm):
 
         y[c, i, j] = x[c, i, j] exp(a_c) + b_c,        log|det dy/dx| = H W sum_c a_c.
 
-    The first training-mode :meth:`inverse` call (data -> latent, as run by
-    ``Flow.log_prob``) on an uninitialised layer sets ``b`` and ``a`` so that the latents of
-    that batch have zero mean and unit variance per channel, over all batch dimensions and
-    pixels; :meth:`initialize` does the same explicitly. The ``initialized`` buffer is saved in
-    the ``state_dict``, so a reloaded layer is not re-initialised.
+    As for :class:`~manifoldflows.transforms.ActNorm`, initialisation happens only when asked
+    for (:func:`~manifoldflows.transforms.initialize_actnorm` on a flow, or :meth:`initialize`):
+    ``b`` and ``a`` are then set so that the latents of the batch have zero mean and unit
+    variance per channel, over all batch dimensions and pixels. ``forward`` and ``inverse``
+    never initialise; an uninitialised layer is the identity. The same rules for degenerate
+    batches apply (fewer than two pixel values per channel or non-finite values raise; a
+    constant channel is only centred). The ``initialized`` buffer is saved in the
+    ``state_dict``, so a reloaded layer is not re-initialised.
 
     Arguments:
         channels, height, width: the image shape ``(C, H, W)``.
-        eps: lower bound on the per-channel standard deviation used by the initialisation.
+        eps: relative spread below which a channel counts as constant.
 
     References:
         Kingma & Dhariwal 2018, Glow, arXiv:1807.03039.
 
     Example:
+        >>> from manifoldflows.transforms import initialize_actnorm
         >>> layer = ActNorm2d(2, 3, 3)
         >>> data = torch.randn(64, 2, 3, 3) * torch.tensor([3.0, 0.5]).view(2, 1, 1) + 1.0
-        >>> z, logdet = layer.inverse(data)  # first training-mode inverse: initialises
+        >>> initialize_actnorm(layer, data)
+        1
+        >>> z, logdet = layer.inverse(data)
         >>> torch.allclose(z.mean((0, 2, 3)), torch.zeros(2), atol=1e-5)
         True
         >>> torch.allclose(z.std((0, 2, 3), correction=0), torch.ones(2), atol=1e-5)
@@ -181,36 +186,16 @@ class ActNorm2d(ActNorm):
         self.domain = self.codomain = space
         self.pixels = space.height * space.width
 
-    @torch.no_grad()
-    def initialize(self, data: Tensor) -> ActNorm2d:
-        """Set ``shift``/``log_scale`` so that the latents of ``data`` are standardised.
-
-        Arguments:
-            data: data-side images, shape ``(..., C, H, W)`` with at least one image.
-
-        Returns:
-            The layer itself (initialised).
-        """
-        who = f"{self.name}.initialize"
-        check_points(self, data, self.codomain, who)
-        rows = data.detach().movedim(-3, -1).reshape(-1, self.features)
-        if rows.shape[0] == 0:
-            raise InvalidInput(
-                f"{who}: expected at least one data point, got shape {tuple(data.shape)}"
-            )
-        self.shift.copy_(rows.mean(0))
-        self.log_scale.copy_(torch.log(rows.std(0, correction=0).clamp_min(self.eps)))
-        self.initialized.fill_(True)
-        self._known_initialized = True
-        return self
+    def _rows(self, data: Tensor) -> Tensor:
+        """One row of ``C`` values per image and pixel."""
+        return data.movedim(-3, -1).reshape(-1, self.features)
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         y = x * torch.exp(self.log_scale)[:, None, None] + self.shift[:, None, None]
         return y, _batch_logdet(self.pixels * self.log_scale.sum(), x)
 
     def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
-        if self._needs_init():
-            self.initialize(y)
+        self._maybe_initialize(y)
         x = (y - self.shift[:, None, None]) * torch.exp(-self.log_scale)[:, None, None]
         return x, _batch_logdet(-self.pixels * self.log_scale.sum(), y)
 

@@ -19,6 +19,7 @@ from manifoldflows.transforms import (
     Sigmoid,
     Softplus,
     Tanh,
+    initialize_actnorm,
 )
 
 from . import Case
@@ -40,10 +41,10 @@ def _actnorm() -> ActNorm:
 
 
 def _actnorm_via_inverse() -> ActNorm:
-    """ActNorm initialised the way Flow.log_prob does it: a first training-mode inverse."""
+    """ActNorm initialised the way fit does it: initialize_actnorm on a data batch."""
     layer = ActNorm(3)
     data = torch.randn(64, 3, generator=_gen(2)) * 2.0 - 1.0
-    layer.inverse(data)
+    initialize_actnorm(layer, data)
     return layer
 
 

@@ -12,6 +12,7 @@ from manifoldflows.transforms import (
     InvertibleConv1x1,
     SplitPrior,
     Squeeze,
+    initialize_actnorm,
 )
 
 from . import Case
@@ -24,11 +25,11 @@ def _gen(seed: int = 1) -> torch.Generator:
 
 
 def _actnorm2d() -> ActNorm2d:
-    """ActNorm2d initialised by a first training-mode inverse on data with per-channel stats."""
+    """ActNorm2d initialised by initialize_actnorm on data with per-channel stats."""
     layer = ActNorm2d(2, 3, 3)
     data = torch.randn(32, 2, 3, 3, generator=_gen())
     data = data * torch.tensor([3.0, 0.5]).view(2, 1, 1) + torch.tensor([1.0, -2.0]).view(2, 1, 1)
-    layer.inverse(data)
+    initialize_actnorm(layer, data)
     return layer
 
 
@@ -42,7 +43,7 @@ def _glow_chain() -> Chain:
     """The transform of a tiny conditional two-level Glow, with its actnorms initialised."""
     flow = Glow(1, 4, 4, levels=2, steps=1, hidden=6, context_dim=2)
     data = torch.randn(64, 1, 4, 4, generator=_gen())
-    flow.log_prob(data, torch.randn(64, 2, generator=_gen(2)))  # data-dependent init
+    initialize_actnorm(flow, data, torch.randn(64, 2, generator=_gen(2)))
     return flow.transform
 
 
