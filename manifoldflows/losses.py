@@ -1,18 +1,27 @@
-"""Training objectives and importance-sampling diagnostics, as free functions.
+"""Training objectives, as free functions with one argument order.
 
-* :func:`forward_kl` — maximum likelihood on data (``KL(p || q)`` up to the data entropy).
-* :func:`reverse_kl` — energy-based training against an unnormalised target
-  ``p(x) = exp(-u(x)) / Z`` (``KL(q || p)`` up to ``log Z``).
-* :func:`log_importance_weights`, :func:`ess`, :func:`log_partition` — how well a model covers
-  a target, and the importance-sampling estimate of ``log Z``.
-* :func:`alpha_divergence` (Renyi / FAB's ``alpha = 2``), :func:`mixed_kl` (forward + reverse),
-  :func:`reverse_kl_path_gradient` (sticking-the-landing reverse KL).
-* :func:`weighted_forward_kl` (maximum likelihood on importance-weighted samples, e.g. from
-  annealed importance sampling) and :func:`importance_weighted_forward_kl` (the forward KL
+Every objective takes ``(model, target_or_data, ...)``: the model first, then the target (for
+energy-based objectives) or the data, then the sample count ``n`` where samples are drawn, then
+``context=`` (the conditioning of the samples or data; positional or keyword) and keyword-only
+options (``generator=``, ``alpha=``, ...).
+
+* :func:`forward_kl` ``(model, x, context)`` — maximum likelihood on data (``KL(p || q)`` up to
+  the data entropy).
+* :func:`reverse_kl` ``(model, target, n, context)`` — energy-based training against an
+  unnormalised target ``p(x) = exp(-u(x)) / Z`` (``KL(q || p)`` up to ``log Z``).
+* :func:`alpha_divergence` ``(model, target, n, context, *, alpha)`` (Renyi / FAB's
+  ``alpha = 2``), :func:`reverse_kl_path_gradient` ``(model, target, n, context)``
+  (sticking-the-landing reverse KL), :func:`mixed_kl` ``(model, target, n, x, *, weight)``
+  (forward + reverse).
+* :func:`weighted_forward_kl` ``(model, x, log_w, context)`` (maximum likelihood on
+  importance-weighted samples, e.g. from annealed importance sampling) and
+  :func:`importance_weighted_forward_kl` ``(model, target, n, context)`` (the forward KL
   estimated with the model's own samples reweighted to the target).
 
-A *target* is a callable ``x -> u(x)`` returning the reduced energy with the batch shape of
-``x``, or an object with an ``.energy(x)`` method (see :func:`manifoldflows.core.energy_fn`).
+Importance weights, ESS and ``log Z`` with error bars live in :mod:`manifoldflows.estimators`;
+:func:`log_importance_weights`, :func:`ess` and :func:`log_partition` are re-exported here.
+Targets follow :mod:`manifoldflows.targets` (a callable ``x -> u(x)`` or an object with
+``.energy(x)``; conditional targets receive the context).
 """
 
 from __future__ import annotations
@@ -22,8 +31,10 @@ import math
 import torch
 from torch import Tensor
 
-from .core import check_target_space, energy_fn
+from ._checks import positive_int
 from .errors import InvalidInput, NonFiniteOutput, StochasticFlowError
+from .estimators import ess, log_importance_weights, log_partition, sample_with_log_q
+from .targets import check_target_space, target_energy
 
 __all__ = [
     "forward_kl",
@@ -76,36 +87,9 @@ def forward_kl(model, x: Tensor, context: Tensor | None = None) -> Tensor:
     return -log_q.mean()
 
 
-def _zero_energy(x: Tensor) -> Tensor:
-    return torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
-
-
-def _sample_with_log_q(
-    model, n: int, context: Tensor | None, generator: torch.Generator | None, who: str
-) -> tuple[Tensor, Tensor]:
-    """Reparameterised samples and ``log q`` (a path-weighted surrogate for stochastic flows)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InvalidInput(f"{who}: expected a positive integer number of samples n, got {n!r}")
-    if getattr(model, "stochastic", False) and hasattr(model, "sample_and_log_weight"):
-        # With a zero energy the log weight is -log q_eff = -(log p_base(z) - sum of path weights).
-        x, neg_log_q = model.sample_and_log_weight(_zero_energy, (n,), context, generator)
-        return x, -neg_log_q
-    return model.sample_and_log_prob((n,), context, generator)
-
-
-def _energies(model, target, x: Tensor, log_q: Tensor, who: str) -> Tensor:
+def _energies(model, target, x: Tensor, log_q: Tensor, context, who: str) -> Tensor:
     check_target_space(model, target, who)
-    u = energy_fn(target)(x)
-    if not isinstance(u, Tensor):
-        raise InvalidInput(
-            f"{who}: expected the target energy to return a tensor, got {type(u).__name__}"
-        )
-    if u.shape != log_q.shape:
-        raise InvalidInput(
-            f"{who}: expected the target energy to have the samples' batch shape "
-            f"{tuple(log_q.shape)}, got {tuple(u.shape)} (for samples of shape {tuple(x.shape)})"
-        )
-    return u
+    return target_energy(target, x, log_q.shape, context, who)
 
 
 def reverse_kl(
@@ -157,8 +141,8 @@ def reverse_kl(
         >>> round(reverse_kl(StandardNormal(2), u, 100, generator=g).item(), 4)  # KL=0: -log Z
         -1.8379
     """
-    x, log_q = _sample_with_log_q(model, n, context, generator, "reverse_kl")
-    u = _energies(model, target, x, log_q, "reverse_kl")
+    x, log_q = sample_with_log_q(model, n, context, generator, "reverse_kl")
+    u = _energies(model, target, x, log_q, context, "reverse_kl")
     bad = ~torch.isfinite(u)
     if bool(bad.any()):
         count = int(bad.sum())
@@ -168,153 +152,6 @@ def reverse_kl(
             "flow whose samples stay in the target's domain"
         )
     return (log_q + u).mean()
-
-
-def log_importance_weights(
-    model,
-    target,
-    n: int,
-    context: Tensor | None = None,
-    *,
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
-    r"""Samples from the model and their log importance weights for the target (no gradient).
-
-    .. math::
-
-        x_i \sim q, \qquad \log w_i = -u(x_i) - \log q(x_i),
-        \qquad \mathbb{E}_q[w] = Z
-
-    Non-finite energies give ``log w = -inf`` (zero weight) for ``+inf`` and NaN stays NaN, so
-    that :func:`ess` and :func:`log_partition` can flag it.
-
-    Arguments:
-        model: a distribution or flow with ``sample_and_log_prob`` (or, for stochastic flows,
-            ``sample_and_log_weight``).
-        target: callable ``x -> u(x)`` or object with ``.energy(x)``.
-        n: number of samples (per context row).
-        context: optional conditioning ``(*cbatch, context_dim)``.
-        generator: optional random generator (on the model's device).
-
-    Returns:
-        ``(x, log_w)``: samples ``(n, *cbatch, *event_shape)`` and log weights ``(n, *cbatch)``,
-        both detached.
-
-    References:
-        Noe, Olsson, Koehler & Wu, "Boltzmann generators", Science 2019, arXiv:1812.01729.
-
-    Example:
-        >>> import torch
-        >>> from manifoldflows.distributions import StandardNormal
-        >>> u = lambda x: 0.5 * (x**2).sum(-1)
-        >>> x, log_w = log_importance_weights(StandardNormal(2), u, 5)
-        >>> x.shape, log_w.shape, bool(torch.allclose(log_w, log_w[0]))  # q = p: constant
-        (torch.Size([5, 2]), torch.Size([5]), True)
-    """
-    with torch.no_grad():
-        x, log_q = _sample_with_log_q(model, n, context, generator, "log_importance_weights")
-        u = _energies(model, target, x, log_q, "log_importance_weights")
-        return x.detach(), (-u - log_q).detach()
-
-
-def _check_log_weights(log_weights: Tensor, who: str, min_size: int = 1) -> Tensor:
-    if not isinstance(log_weights, Tensor):
-        raise InvalidInput(
-            f"{who}: expected a tensor of log weights, got {type(log_weights).__name__}"
-        )
-    if log_weights.dim() != 1 or log_weights.numel() < min_size:
-        raise InvalidInput(
-            f"{who}: expected a 1-D tensor of at least {min_size} log weight(s), got shape "
-            f"{tuple(log_weights.shape)}"
-        )
-    if not torch.is_floating_point(log_weights):
-        raise InvalidInput(
-            f"{who}: expected floating-point log weights, got dtype {log_weights.dtype}"
-        )
-    nan = torch.isnan(log_weights)
-    if bool(nan.any()):
-        raise InvalidInput(
-            f"{who}: expected log weights without NaN, got {int(nan.sum())} NaN value(s) of "
-            f"{log_weights.numel()}"
-        )
-    if bool((log_weights == math.inf).any()):
-        raise InvalidInput(f"{who}: expected log weights below +inf, got +inf value(s)")
-    if bool((log_weights == -math.inf).all()):
-        raise InvalidInput(f"{who}: all {log_weights.numel()} weights are zero (log weight -inf)")
-    return log_weights.detach()
-
-
-def ess(log_weights: Tensor) -> Tensor:
-    r"""Kish effective sample size as a fraction of the number of samples, in ``(0, 1]``.
-
-    .. math::
-
-        \mathrm{ESS} = \frac{\left(\sum_i w_i\right)^2}{n \sum_i w_i^2}
-        = \exp\left(2\,\mathrm{LSE}(\log w) - \mathrm{LSE}(2 \log w) - \log n\right)
-
-    computed in log space, so weights spanning hundreds of orders of magnitude are fine. It is 1
-    when all weights are equal and ``1/n`` when one weight dominates.
-
-    Arguments:
-        log_weights: ``(n,)`` unnormalised log importance weights (``-inf`` allowed for zero
-            weight; NaN and ``+inf`` are errors).
-
-    Returns:
-        A scalar tensor in ``(0, 1]`` (same dtype and device as the input).
-
-    References:
-        Kish, "Survey sampling", Wiley 1965; Martino, Elvira & Louzada, "Effective sample size
-        for importance sampling based on discrepancy measures", Signal Processing 2017,
-        arXiv:1602.03572.
-
-    Example:
-        >>> import torch
-        >>> ess(torch.zeros(10)).item()
-        1.0
-        >>> round(ess(torch.tensor([0.0, -1e4, -1e4, -1e4])).item(), 6)
-        0.25
-    """
-    lw = _check_log_weights(log_weights, "ess")
-    n = lw.numel()
-    log_ess = 2.0 * torch.logsumexp(lw, 0) - torch.logsumexp(2.0 * lw, 0) - math.log(n)
-    return torch.exp(log_ess).clamp(max=1.0)
-
-
-def log_partition(log_weights: Tensor) -> tuple[Tensor, Tensor]:
-    r"""Importance-sampling estimate of ``log Z`` and its standard error (delta method).
-
-    .. math::
-
-        \widehat{\log Z} = \log \frac{1}{n}\sum_i w_i
-        = \mathrm{LSE}(\log w) - \log n, \qquad
-        \mathrm{se} \approx \frac{\mathrm{sd}(w)}{\sqrt{n}\;\bar w}
-
-    where ``sd`` is the sample standard deviation (``n - 1`` in the denominator). The estimate
-    of ``Z`` is unbiased, so ``log Z`` is biased low by about ``se^2 / 2``; the standard error
-    is only trustworthy when the effective sample size (:func:`ess`) is not tiny.
-
-    Arguments:
-        log_weights: ``(n,)`` log importance weights ``-u(x) - log q(x)`` with ``x ~ q``,
-            ``n >= 2``.
-
-    Returns:
-        ``(estimate, stderr)``: two scalar tensors (dtype and device of the input).
-
-    References:
-        Owen, "Monte Carlo theory, methods and examples", 2013, chapter 9 (importance sampling).
-
-    Example:
-        >>> import torch
-        >>> est, se = log_partition(torch.full((100,), 1.5))
-        >>> est.item(), se.item()
-        (1.5, 0.0)
-    """
-    lw = _check_log_weights(log_weights, "log_partition", min_size=2)
-    n = lw.numel()
-    estimate = torch.logsumexp(lw, 0) - math.log(n)
-    w = torch.exp(lw - lw.max())  # rescaled weights in [0, 1]; the ratio sd/mean is unchanged
-    stderr = w.std(unbiased=True) / (math.sqrt(n) * w.mean())
-    return estimate, stderr
 
 
 # ------------------------------------------------------------------ further objectives
@@ -332,9 +169,9 @@ def alpha_divergence(
     model,
     target,
     n: int,
-    alpha: float = 2.0,
     context: Tensor | None = None,
     *,
+    alpha: float = 2.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     r"""Monte-Carlo alpha-divergence objective (Renyi form) against ``exp(-u(x)) / Z``.
@@ -379,9 +216,9 @@ def alpha_divergence(
         target: callable ``x -> u(x)`` (reduced energy, batch shape) or object with
             ``.energy(x)``.
         n: number of Monte-Carlo samples (per context row), at least 1.
-        alpha: order, positive and not 1 (``alpha -> 1`` is KL: use :func:`forward_kl`).
         context: optional conditioning ``(*cbatch, context_dim)``; the estimate is averaged
             over the context rows.
+        alpha: order, positive and not 1 (``alpha -> 1`` is KL: use :func:`forward_kl`).
         generator: optional random generator (on the model's device).
 
     Returns:
@@ -411,8 +248,8 @@ def alpha_divergence(
         raise InvalidInput(
             f"alpha_divergence: expected a finite alpha > 0 other than 1, got {alpha}"
         )
-    x, log_q = _sample_with_log_q(model, n, context, generator, "alpha_divergence")
-    u = _energies(model, target, x, log_q, "alpha_divergence")
+    x, log_q = sample_with_log_q(model, n, context, generator, "alpha_divergence")
+    u = _energies(model, target, x, log_q, context, "alpha_divergence")
     _require_finite_energies(u, "alpha_divergence")
     log_w = -u - log_q
     value = (torch.logsumexp(alpha * log_w, 0) - math.log(n)) / (alpha - 1.0)
@@ -422,12 +259,12 @@ def alpha_divergence(
 def mixed_kl(
     model,
     target,
-    x: Tensor | None,
     n: int,
-    weight: float,
-    *,
+    x: Tensor | None,
     context: Tensor | None = None,
-    sample_context: Tensor | None = None,
+    *,
+    weight: float,
+    data_context: Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     r"""Weighted mixture of forward KL on samples ``x`` and reverse KL against the target.
@@ -449,11 +286,12 @@ def mixed_kl(
     Arguments:
         model: a distribution or flow.
         target: callable ``x -> u(x)`` or object with ``.energy(x)``.
+        n: number of samples of the reverse term (per context row).
         x: data (e.g. MD samples), ``(*batch, *event_shape)``.
-        n: number of samples of the reverse term.
+        context: conditioning of the reverse term's samples ``(*cbatch, context_dim)``, as in
+            :func:`reverse_kl`.
         weight: ``lambda`` in ``[0, 1]``, the weight of the forward (maximum likelihood) term.
-        context: conditioning of the data ``x`` (forward term).
-        sample_context: conditioning of the reverse term's samples ``(*cbatch, context_dim)``.
+        data_context: conditioning of the data ``x`` (forward term).
         generator: optional random generator for the reverse term.
 
     Returns:
@@ -466,7 +304,7 @@ def mixed_kl(
     Example:
         >>> from manifoldflows.distributions import StandardNormal
         >>> u = lambda x: 0.5 * (x**2).sum(-1)
-        >>> loss = mixed_kl(StandardNormal(2), u, torch.zeros(3, 2), 10, weight=0.25)
+        >>> loss = mixed_kl(StandardNormal(2), u, 10, torch.zeros(3, 2), weight=0.25)
         >>> round(loss.item(), 4)  # 0.25 * log(2 pi) + 0.75 * (-log(2 pi))
         -0.9189
     """
@@ -477,9 +315,9 @@ def mixed_kl(
         raise InvalidInput(f"mixed_kl: expected a weight in [0, 1], got {weight}")
     total = None
     if weight > 0.0:
-        total = weight * forward_kl(model, x, context)
+        total = weight * forward_kl(model, x, data_context)
     if weight < 1.0:
-        rev = (1.0 - weight) * reverse_kl(model, target, n, sample_context, generator=generator)
+        rev = (1.0 - weight) * reverse_kl(model, target, n, context, generator=generator)
         total = rev if total is None else total + rev
     return total
 
@@ -547,14 +385,11 @@ def reverse_kl_path_gradient(
             "reverse_kl_path_gradient: the model contains stochastic layers, so it has no "
             "tractable log q; use reverse_kl (path-weighted) instead"
         )
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InvalidInput(
-            f"reverse_kl_path_gradient: expected a positive integer number of samples n, got {n!r}"
-        )
+    n = positive_int(n, "number of samples n", "reverse_kl_path_gradient")
     x = model.rsample((n,), context, generator)
     detached = {name: p.detach() for name, p in model.named_parameters()}
     log_q = torch.func.functional_call(model, detached, (x,), {"context": context})
-    u = _energies(model, target, x, log_q, "reverse_kl_path_gradient")
+    u = _energies(model, target, x, log_q, context, "reverse_kl_path_gradient")
     _require_finite_energies(u, "reverse_kl_path_gradient")
     return (log_q + u).mean()
 
@@ -688,8 +523,8 @@ def importance_weighted_forward_kl(
             "reverse_kl or alpha_divergence"
         )
     with torch.no_grad():
-        x, log_q = _sample_with_log_q(model, n, context, generator, who)
-        u = _energies(model, target, x, log_q, who)
+        x, log_q = sample_with_log_q(model, n, context, generator, who)
+        u = _energies(model, target, x, log_q, context, who)
         bad = torch.isnan(u) | (u == -math.inf)
         if bool(bad.any()):
             raise NonFiniteOutput(

@@ -206,7 +206,7 @@ def test_ess_matches_direct_formula_and_is_shift_invariant():
     "bad, message",
     [
         (torch.tensor([0.0, math.nan]), "1 NaN"),
-        (torch.zeros(2, 3), r"1-D tensor .* got shape \(2, 3\)"),
+        (torch.zeros(()), r"1-D tensor .* got shape \(\)"),
         (torch.zeros(0), r"at least 1 log weight\(s\), got shape \(0,\)"),
         (torch.tensor([0.0, math.inf]), r"\+inf"),
         (torch.full((3,), -math.inf), "all 3 weights are zero"),

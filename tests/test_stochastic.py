@@ -482,14 +482,14 @@ def test_mixed_kl_is_the_weighted_sum_of_both_objectives():
     q = DiagNormal(2, loc=torch.tensor([0.3, 0.0])).double()
     x = torch.randn(50, 2, dtype=F64)
     g = torch.Generator().manual_seed(5)
-    mixed = mixed_kl(q, gauss_energy, x, 200, 0.3, generator=g)
+    mixed = mixed_kl(q, gauss_energy, 200, x, weight=0.3, generator=g)
     g = torch.Generator().manual_seed(5)
     expected = 0.3 * forward_kl(q, x) + 0.7 * reverse_kl(q, gauss_energy, 200, generator=g)
     assert torch.allclose(mixed, expected, atol=1e-12)
-    assert torch.equal(mixed_kl(q, gauss_energy, x, 10, 1.0), forward_kl(q, x))
-    assert torch.isfinite(mixed_kl(q, gauss_energy, None, 10, 0.0))
+    assert torch.equal(mixed_kl(q, gauss_energy, 10, x, weight=1.0), forward_kl(q, x))
+    assert torch.isfinite(mixed_kl(q, gauss_energy, 10, None, weight=0.0))
     with pytest.raises(InvalidInput, match="weight"):
-        mixed_kl(q, gauss_energy, x, 10, 1.5)
+        mixed_kl(q, gauss_energy, 10, x, weight=1.5)
 
 
 def test_euclidean_space_argument_forms():
