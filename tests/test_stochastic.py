@@ -248,7 +248,7 @@ def test_bad_constructor_arguments_name_the_class():
     with pytest.raises(ValueError, match="MetropolisHastings.*scale"):
         MetropolisHastings(Sphere(2), sphere_energy, proposal_scale=torch.tensor([0.1, 0.2]))
     with pytest.raises(ValueError, match="OverdampedLangevin"):
-        OverdampedLangevin(Torus(2), torus_energy)
+        OverdampedLangevin(Sphere(2), sphere_energy)
     with pytest.raises(ValueError, match="HMC.*step"):
         HMC(2, gauss_energy, step_size=-0.1)
     with pytest.raises(ValueError, match="HMC.*energy"):

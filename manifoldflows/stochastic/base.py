@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from ..core import Transform, energy_fn
 from ..errors import InvalidInput
+from ..functional.autograd import value_and_grad
 from ..spaces import Euclidean, Space
 
 __all__ = ["StochasticTransform", "AnnealedEnergy", "metropolis_accept"]
@@ -216,22 +217,13 @@ class StochasticTransform(Transform):
         return u
 
     def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """``(u(x), grad u(x))`` by autograd.
+        """``(u(x), grad u(x))`` by autograd (through ``functional.autograd.value_and_grad``).
 
         With gradients enabled the gradient is built with ``create_graph=True``, so that paths
         through it (Langevin drifts, leapfrog steps) are differentiable with respect to the
         inputs and the step sizes; under ``torch.no_grad`` both are returned detached.
         """
-        if torch.is_grad_enabled():
-            xg = x if x.requires_grad else x.detach().requires_grad_(True)
-            u = self.energy(xg)
-            (g,) = torch.autograd.grad(u.sum(), xg, create_graph=True)
-            return u, g
-        with torch.enable_grad():
-            xg = x.detach().requires_grad_(True)
-            u = self.energy(xg)
-            (g,) = torch.autograd.grad(u.sum(), xg)
-        return u.detach(), g.detach()
+        return value_and_grad(self.energy, x, create_graph=torch.is_grad_enabled())
 
     def _evaluate(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.needs_grad:
@@ -241,14 +233,40 @@ class StochasticTransform(Transform):
     # ------------------------------------------------------------------ kernel
     def _step(
         self, x: Tensor, u: Tensor, g: Tensor | None
-    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
+        """One kernel application: ``(y, u(y), grad u(y) or None, delta_s, accepted)``."""
         raise NotImplementedError(f"{self.name} does not implement _step")
+
+    def run(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        r"""Apply the kernel ``steps`` times and report energies and acceptance.
+
+        The building block of annealed importance sampling
+        (:func:`~manifoldflows.stochastic.annealed_importance_sampling`), which needs the
+        energy at the start point as well as at the end point.
+
+        Arguments:
+            x: points of the layer's space ``(*batch, *event_shape)``.
+
+        Returns:
+            ``(y, u(x), u(y), delta_s, acceptance)``: the end points, the energies at the start
+            and end points, the summed path weight (as :meth:`forward`) and the fraction of
+            accepted moves per point (1 for unadjusted kernels), each with the batch shape.
+        """
+        u, g = self._evaluate(x)
+        u_start = u
+        total = torch.zeros_like(u)
+        accepted = torch.zeros_like(u)
+        for _ in range(self.steps):
+            x, u, g, delta, accept = self._step(x, u, g)
+            total = total + delta
+            accepted = accepted + accept.to(u.dtype)
+        return x, u_start, u, total, accepted / self.steps
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         u, g = self._evaluate(x)
         total = torch.zeros_like(u)
         for _ in range(self.steps):
-            x, u, g, delta = self._step(x, u, g)
+            x, u, g, delta, _ = self._step(x, u, g)
             total = total + delta
         return x, total
 

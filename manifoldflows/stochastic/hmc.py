@@ -129,4 +129,5 @@ class HMC(StochasticTransform):
             torch.where(accept, u_y, u),
             torch.where(keep, g_y, g),
             torch.where(accept, u_y - u, torch.zeros_like(u)),
+            accept,
         )

@@ -124,4 +124,5 @@ class MetropolisHastings(StochasticTransform):
             torch.where(accept, u_y, u),
             None,
             torch.where(accept, u_y - u, torch.zeros_like(u)),
+            accept,
         )
