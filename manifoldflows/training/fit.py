@@ -313,13 +313,17 @@ def _optimizer(model: nn.Module, optimizer, scheduler, lr: float, weight_decay: 
 
 def _resume(path: PathLike, model, optimizer, scheduler, parts: dict[str, Any], who: str) -> int:
     """Load a checkpoint written by :func:`fit` into every piece; return its step."""
-    state = load_checkpoint(path, model, optimizer, scheduler)
+    state = load_checkpoint(path, model)
     if state.get("format") != _FORMAT:
         raise InvalidInput(
             f"{who}: expected a checkpoint written by fit ({_FORMAT}) in {path}, got format "
             f"{state.get('format')!r}"
         )
-    for name, part in parts.items():
+    for name, part in {"optimizer": optimizer, "scheduler": scheduler, **parts}.items():
+        if part is None:
+            continue
+        if state.get(name) is None:
+            raise InvalidInput(f"{who}: {path} holds no {name} state to resume from")
         part.load_state_dict(state[name])
     return int(state["step"])
 

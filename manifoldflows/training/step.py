@@ -44,6 +44,28 @@ def _non_finite_gradients(model: nn.Module, limit: int = 5) -> str:
     return "NaN/inf gradient in " + ", ".join(bad[:limit]) + more
 
 
+def _total_norm(grads: list[Tensor]) -> Tensor:
+    """Euclidean norm of all gradients together (as ``clip_grad_norm_`` computes it)."""
+    if not grads:
+        return torch.zeros(())
+    if hasattr(torch.nn.utils, "get_total_norm"):  # torch >= 2.6: the fused implementation
+        return torch.nn.utils.get_total_norm(grads)
+    device = grads[0].device
+    return torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g).to(device) for g in grads])
+    )
+
+
+def _scale_to_norm(params: list[Tensor], norm: Tensor, max_norm: float) -> None:
+    """Scale the gradients in place so that their total norm is at most ``max_norm``."""
+    if hasattr(torch.nn.utils, "clip_grads_with_norm_"):  # torch >= 2.6
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+        return
+    coef = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    for p in params:
+        p.grad.mul_(coef.to(p.grad.device))
+
+
 def training_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -56,12 +78,12 @@ def training_step(
     r"""Back-propagate ``loss`` and take one optimizer step, refusing NaN/inf on the way.
 
     In order: ``optimizer.zero_grad(set_to_none=True)``; check that ``loss`` is a finite scalar;
-    ``loss.backward()``; clip the total gradient norm of the model's trainable parameters to
-    ``clip_grad_norm`` (``torch.nn.utils.clip_grad_norm_``); check that this norm is finite;
-    ``optimizer.step()``. If a check fails, :class:`NonFiniteLoss` is raised *before* the
-    optimizer step (gradients cleared), so the weights stay those of the previous step, and the
-    message says what went non-finite: the loss, or the gradient, naming the parameters whose
-    gradient holds NaN/inf.
+    ``loss.backward()``; check that the total gradient norm of the model's trainable parameters
+    is finite; scale the gradients down to the norm ``clip_grad_norm`` where it is larger (as
+    ``torch.nn.utils.clip_grad_norm_`` does); ``optimizer.step()``. If a check fails,
+    :class:`NonFiniteLoss` is raised *before* the optimizer step (gradients cleared), so the
+    weights stay those of the previous step, and the message says what went non-finite: the
+    loss, or the gradient, naming the parameters whose gradient holds NaN/inf.
 
     Zeroing the gradients first means the loss must be computed from the current weights
     (after the previous step), as in every plain training loop; the learning-rate scheduler,
@@ -114,15 +136,15 @@ def training_step(
             "gradient, or regularise the target)"
         )
     loss.backward()
-    params = [p for p in model.parameters() if p.requires_grad]
-    norm = torch.nn.utils.clip_grad_norm_(
-        params, math.inf if clip_grad_norm is None else clip_grad_norm
-    )
+    params = [p for p in model.parameters() if p.requires_grad and p.grad is not None]
+    norm = _total_norm([p.grad for p in params])
     if not bool(torch.isfinite(norm)):
         culprits = _non_finite_gradients(model)
         optimizer.zero_grad(set_to_none=True)
         raise NonFiniteLoss(
             f"{where}: the gradient norm is {float(norm)} (loss {value:.6g}; {culprits}); {kept}"
         )
+    if clip_grad_norm is not None:
+        _scale_to_norm(params, norm, clip_grad_norm)
     optimizer.step()
     return value
