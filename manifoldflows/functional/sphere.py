@@ -1,5 +1,25 @@
 r"""Pure kernels on the n-sphere ``S^n`` (unit vectors in ``R^(n+1)``), returning ``(y, logdet)``.
 
+This module is the package's one implementation of the sphere's arithmetic: the space
+:class:`~manifoldflows.spaces.Sphere` delegates its ``projx``, ``proju``, ``expmap``, ``logmap``,
+``dist``, ``tangent_basis`` and ``expmap_log_volume`` to the functions of the *Geometry* section
+below, and the layers (:mod:`manifoldflows.transforms.sphere`) and the kernels further down call
+the same functions.
+
+**Where geoopt is used, and where not.** The projections :func:`projx` and :func:`proju` are
+:class:`geoopt.manifolds.Sphere`'s, as is the manifold of the layers' learned centres
+(``geoopt.ManifoldParameter``, kept on the sphere by ``geoopt.optim.RiemannianAdam``). The
+exponential map, logarithmic map and distance are written here because geoopt's are not
+accurate enough in float32: its ``dist`` clamps the cosine to ``[-1 + 1e-4, 1 - 1e-4]`` in
+float32 (``1e-7`` in float64), so ``dist(x, x) = arccos(1 - 1e-4) = 0.014`` instead of 0 and
+any distance below ``0.014`` reads as ``0.014`` (a Newton inverse could not converge below it);
+its ``logmap`` inherits that clamp; and its ``expmap`` evaluates ``sin|u| / |u|`` in both
+branches of a ``torch.where`` (the retraction below ``|u| = 1e-4``), so its gradient at ``u = 0``
+is NaN, which breaks the autograd Jacobians of any layer that takes a zero step. Here
+``d(x, y) = 2 atan2(|x - y|, |x + y|)`` is accurate to a few ulps at every distance,
+``sin|u| / |u|`` is ``torch.sinc`` (smooth through 0), and norms have zero gradient at 0.
+``random_uniform`` of the space is also ours, since geoopt's sampler takes no ``generator``.
+
 Every log-determinant here is ``log|det J|`` between orthonormal tangent bases, i.e. with respect
 to the surface measure of ``S^n`` (and the Lebesgue measure of ``R^n`` for the stereographic
 chart). The kernels never validate their inputs; layers and spaces do.
@@ -66,12 +86,25 @@ References:
 
 from __future__ import annotations
 
+import math
+
+import geoopt
 import torch
 from torch import Tensor
 
 from .splines import _inverse_fraction, bin_knots, knot_derivatives
 
 __all__ = [
+    "projx",
+    "proju",
+    "safe_norm",
+    "sinc",
+    "expmap",
+    "logmap",
+    "dist",
+    "expmap_log_volume",
+    "tangent_basis",
+    "tangent_projector",
     "tangent_logdet",
     "moebius_sphere",
     "stereographic",
@@ -99,8 +132,156 @@ def _dot(u: Tensor, v: Tensor) -> Tensor:
     return (u * v).sum(-1, keepdim=True)
 
 
-def _tangent_projector(x: Tensor) -> Tensor:
-    """``P_x = I - x x^T``, shape ``(..., N, N)``."""
+# --------------------------------------------------------------------------- geometry
+#: geoopt's sphere (no subspace constraint): source of the projections; see the module docstring.
+_GEOOPT_SPHERE = geoopt.manifolds.Sphere()
+
+
+def projx(x: Tensor) -> Tensor:
+    """Closest point of the sphere: ``x / |x|`` (geoopt's ``Sphere.projx``).
+
+    Example:
+        >>> projx(torch.tensor([3.0, 0.0, 4.0])).tolist()
+        [0.6000000238418579, 0.0, 0.800000011920929]
+    """
+    return _GEOOPT_SPHERE.projx(x)
+
+
+def proju(x: Tensor, u: Tensor) -> Tensor:
+    """Projection onto the tangent space at ``x``: ``u - <x, u> x`` (geoopt's ``Sphere.proju``).
+
+    Example:
+        >>> proju(torch.tensor([0.0, 0.0, 1.0]), torch.tensor([1.0, 2.0, 3.0])).tolist()
+        [1.0, 2.0, 0.0]
+    """
+    return _GEOOPT_SPHERE.proju(x, u)
+
+
+def safe_norm(u: Tensor) -> Tensor:
+    """Euclidean norm over the last axis whose gradient at ``u = 0`` is 0 instead of NaN.
+
+    Example:
+        >>> u = torch.zeros(3, requires_grad=True)
+        >>> safe_norm(u).backward()
+        >>> u.grad.tolist()
+        [0.0, 0.0, 0.0]
+    """
+    sq = (u * u).sum(-1)
+    tiny = sq <= torch.finfo(u.dtype).tiny
+    return torch.where(
+        tiny, torch.zeros_like(sq), torch.where(tiny, torch.ones_like(sq), sq).sqrt()
+    )
+
+
+def sinc(r: Tensor) -> Tensor:
+    """``sin(r) / r`` with the limit 1 at 0 (smooth, differentiable everywhere).
+
+    Example:
+        >>> sinc(torch.tensor([0.0, math.pi / 2])).tolist()
+        [1.0, 0.6366197466850281]
+    """
+    return torch.sinc(r / math.pi)
+
+
+def expmap(x: Tensor, u: Tensor) -> Tensor:
+    r"""Exponential map ``exp_x(u) = cos|u| x + sin|u| / |u| u`` (``u`` tangent at ``x``).
+
+    Differentiable at ``u = 0`` (unlike geoopt's, whose gradient there is NaN).
+
+    Arguments:
+        x: ``(..., n+1)`` unit vectors.
+        u: ``(..., n+1)`` tangent vectors at ``x`` (broadcast against ``x``).
+
+    Returns:
+        ``(..., n+1)`` unit vectors.
+
+    Example:
+        >>> x, u = torch.tensor([1.0, 0.0]), torch.tensor([0.0, math.pi / 2])
+        >>> expmap(x, u).round(decimals=6).tolist()
+        [-0.0, 1.0]
+    """
+    r = safe_norm(u)[..., None]
+    return torch.cos(r) * x + sinc(r) * u
+
+
+def dist(x: Tensor, y: Tensor) -> Tensor:
+    r"""Geodesic distance ``2 atan2(|x - y|, |x + y|)``, accurate at all distances.
+
+    The ``arccos`` of the cosine loses half the digits near 0 (and geoopt clamps it at
+    ``1 - 1e-4`` in float32, so ``dist(x, x) = 0.014`` there); this form keeps full relative
+    precision for close and for antipodal points.
+
+    Example:
+        >>> x = torch.tensor([1.0, 0.0, 0.0])
+        >>> dist(x, x).item(), round(dist(x, -x).item(), 6)
+        (0.0, 3.141593)
+    """
+    return 2.0 * torch.atan2(safe_norm(x - y), safe_norm(x + y))
+
+
+def logmap(x: Tensor, y: Tensor) -> Tensor:
+    r"""Logarithmic map: the tangent vector at ``x`` of length ``d(x, y)`` pointing to ``y``.
+
+    ``log_x(y) = d(x, y) v / |v|`` with ``v = y - <x, y> x`` (0 for ``y = x``; for ``y = -x``
+    any direction would do, and 0 is returned).
+
+    Example:
+        >>> x, y = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+        >>> torch.allclose(expmap(x, logmap(x, y)), y, atol=1e-6)
+        True
+    """
+    v = y - _dot(x, y) * x
+    vn = safe_norm(v)[..., None]
+    theta = dist(x, y)[..., None]
+    ratio = torch.where(vn > 0, theta / torch.where(vn > 0, vn, torch.ones_like(vn)), 0.0)
+    return ratio * v
+
+
+def expmap_log_volume(u: Tensor, n: int) -> Tensor:
+    r"""``log|det d exp_x(u)|`` between orthonormal tangent bases: ``(n - 1) log|sin|u| / |u||``.
+
+    Arguments:
+        u: ``(..., n+1)`` tangent vectors.
+        n: the sphere's dimension (0 on the circle ``n = 1``).
+
+    Returns:
+        ``(...)`` log-volume changes (0 at ``u = 0``).
+
+    Example:
+        >>> round(expmap_log_volume(torch.tensor([0.0, 1.0, 0.0]), 2).item(), 6)  # log sin(1)
+        -0.172604
+    """
+    return (n - 1) * torch.log(sinc(safe_norm(u)).abs())
+
+
+def tangent_basis(x: Tensor) -> Tensor:
+    r"""Orthonormal basis of ``x^perp``, shape ``(..., n+1, n)``.
+
+    The columns ``H e_1, ..., H e_n`` of the Householder reflection ``H`` that swaps the north
+    pole ``e_(n+1)`` with ``-x``: smooth everywhere except at the south pole ``x = -e_(n+1)``
+    and equal to the first ``n`` standard basis vectors at the north pole.
+
+    Example:
+        >>> b = tangent_basis(projx(torch.tensor([1.0, 2.0, 2.0])))
+        >>> torch.allclose(b.T @ b, torch.eye(2), atol=1e-6)
+        True
+    """
+    n = x.shape[-1] - 1
+    v = x.clone()
+    v[..., n] = v[..., n] + 1.0  # v = x + e_(n+1); H = I - 2 v v^T / |v|^2 maps e to -x
+    sq = (v * v).sum(-1).clamp_min(torch.finfo(x.dtype).tiny)
+    eye = torch.eye(n + 1, n, dtype=x.dtype, device=x.device)
+    scale = (2.0 / sq)[..., None, None]
+    return eye - scale * v[..., :, None] * v[..., None, :n]
+
+
+def tangent_projector(x: Tensor) -> Tensor:
+    """``P_x = I - x x^T``, shape ``(..., N, N)``.
+
+    Example:
+        >>> tangent_projector(torch.tensor([0.0, 1.0])).tolist()
+        [[1.0, 0.0], [0.0, 0.0]]
+    """
     eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
     return eye - x[..., :, None] * x[..., None, :]
 
@@ -127,7 +308,7 @@ def tangent_logdet(jacobian: Tensor, x: Tensor, y: Tensor) -> Tensor:
         >>> round(tangent_logdet(j, x, x).item(), 4)  # log(2 * 2)
         1.3863
     """
-    full = jacobian @ _tangent_projector(x) + y[..., :, None] * x[..., None, :]
+    full = jacobian @ tangent_projector(x) + y[..., :, None] * x[..., None, :]
     return torch.linalg.slogdet(full)[1]
 
 
@@ -484,13 +665,12 @@ def _sinc_and_c(t: Tensor) -> tuple[Tensor, Tensor]:
     small = t < 1e-2
     ts = torch.where(small, torch.ones_like(t), t)
     t2 = t * t
-    sinc = torch.where(small, 1.0 - t2 / 6.0 + t2 * t2 / 120.0, torch.sin(ts) / ts)
     c = torch.where(
         small,
         -1.0 / 3.0 + t2 / 30.0 - t2 * t2 / 840.0,
         (ts * torch.cos(ts) - torch.sin(ts)) / (ts * ts * ts),
     )
-    return sinc, c
+    return sinc(t), c
 
 
 def _expmap_radial_jacobian(
@@ -499,12 +679,11 @@ def _expmap_radial_jacobian(
     _, g, hess = radial_potential(x, mu, alpha, beta)
     xg = _dot(x, g)
     v = g - xg * x  # the Riemannian gradient
-    t = torch.linalg.vector_norm(v, dim=-1, keepdim=True)
-    sinc, c = _sinc_and_c(t)
-    y = torch.cos(t) * x + sinc * v
-    y = y / torch.linalg.vector_norm(y, dim=-1, keepdim=True)
+    y = projx(expmap(x, v))
     if not jacobian:
         return y, None
+    t = safe_norm(v)[..., None]
+    s_t, c = _sinc_and_c(t)
     eye = torch.eye(x.shape[-1], dtype=x.dtype, device=x.device)
     hx = (hess @ x[..., None])[..., 0]
     # Dv = H - x (g + H x)^T - (x . g) I acting on tangent vectors
@@ -512,8 +691,8 @@ def _expmap_radial_jacobian(
     vdv = (v[..., None, :] @ dv)[..., 0, :]  # v^T Dv
     jac = (
         torch.cos(t)[..., None] * eye
-        + sinc[..., None] * dv
-        + (c * v - sinc * x)[..., :, None] * vdv[..., None, :]
+        + s_t[..., None] * dv
+        + (c * v - s_t * x)[..., :, None] * vdv[..., None, :]
     )
     return y, jac
 
@@ -558,25 +737,9 @@ def expmap_radial(x: Tensor, mu: Tensor, alpha: Tensor, beta: Tensor) -> tuple[T
     return y, tangent_logdet(jac, x, y)
 
 
-def _sphere_log(x: Tensor, y: Tensor) -> Tensor:
-    """Logarithmic map ``log_x(y)`` (tangent at ``x``), accurate at small distances."""
-    perp = y - _dot(x, y) * x
-    pn = torch.linalg.vector_norm(perp, dim=-1, keepdim=True)
-    angle = torch.atan2(pn, _dot(x, y))
-    safe = torch.where(pn > 0, pn, torch.ones_like(pn))
-    return torch.where(pn > 0, angle / safe, torch.ones_like(pn)) * perp
-
-
-def _sphere_exp(x: Tensor, u: Tensor) -> Tensor:
-    t = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
-    sinc, _ = _sinc_and_c(t)
-    y = torch.cos(t) * x + sinc * u
-    return y / torch.linalg.vector_norm(y, dim=-1, keepdim=True)
-
-
 def _newton_step(jac: Tensor, x: Tensor, y_hat: Tensor, residual: Tensor) -> Tensor:
     """Tangent vector ``delta`` at ``x`` solving ``J delta = residual`` (tangent at ``y_hat``)."""
-    full = jac @ _tangent_projector(x) + y_hat[..., :, None] * x[..., None, :]
+    full = jac @ tangent_projector(x) + y_hat[..., :, None] * x[..., None, :]
     delta = torch.linalg.solve(full, residual[..., None])[..., 0]
     return delta - _dot(x, delta) * x
 
@@ -591,11 +754,11 @@ def _newton_solve(y: Tensor, mu: Tensor, alpha: Tensor, beta: Tensor, max_iter: 
     alpha = alpha.expand(*batch, k).reshape(-1, k)
     beta = beta.expand(*batch, k).reshape(-1, k)
     _, g, _ = radial_potential(y, mu, alpha, beta)
-    x = _sphere_exp(y, -(g - _dot(y, g) * y))  # first-order inverse
+    x = projx(expmap(y, -(g - _dot(y, g) * y)))  # first-order inverse
 
     def residual(xs: Tensor, idx: Tensor) -> Tensor:
         ys = _expmap_radial_jacobian(xs, mu[idx], alpha[idx], beta[idx], jacobian=False)[0]
-        return torch.linalg.vector_norm(_sphere_log(ys, y[idx]), dim=-1)
+        return dist(ys, y[idx])
 
     active = torch.arange(x.shape[0], device=x.device)
     for _ in range(max_iter):
@@ -603,11 +766,11 @@ def _newton_solve(y: Tensor, mu: Tensor, alpha: Tensor, beta: Tensor, max_iter: 
             break
         xa, ya = x[active], y[active]
         y_hat, jac = _expmap_radial_jacobian(xa, mu[active], alpha[active], beta[active])
-        res = _sphere_log(y_hat, ya)
+        res = logmap(y_hat, ya)
         res_norm = torch.linalg.vector_norm(res, dim=-1)
         converged = res_norm <= 8 * eps
         delta = _newton_step(jac, xa, y_hat, res)
-        new_x = _sphere_exp(xa, delta)
+        new_x = projx(expmap(xa, delta))
         new_norm = residual(new_x, active)
         worse = ~converged & (new_norm >= res_norm)
         scale = 1.0
@@ -616,7 +779,7 @@ def _newton_solve(y: Tensor, mu: Tensor, alpha: Tensor, beta: Tensor, max_iter: 
                 break
             scale = 0.5 * scale
             sub = worse.nonzero().squeeze(-1)
-            cand = _sphere_exp(xa[sub], scale * delta[sub])
+            cand = projx(expmap(xa[sub], scale * delta[sub]))
             cand_norm = residual(cand, active[sub])
             better = cand_norm < res_norm[sub]
             new_x[sub] = torch.where(better[:, None], cand, new_x[sub])
@@ -673,6 +836,6 @@ def expmap_radial_inverse(
     residual = y - y_hat
     residual = residual - _dot(y_hat.detach(), residual) * y_hat.detach()
     delta = _newton_step(jac_root, root, y_hat.detach(), residual)
-    x = _sphere_exp(root, delta)
+    x = projx(expmap(root, delta))
     y_x, jac_x = _expmap_radial_jacobian(x, mu, alpha, beta)
     return x, -tangent_logdet(jac_x, x, y_x)

@@ -9,25 +9,10 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidInput
-from .base import Space
+from ..functional import sphere as geometry
+from .base import Coordinate, Space
 
 __all__ = ["Sphere"]
-
-_GEOOPT_SPHERE = geoopt.manifolds.Sphere()
-
-
-def _sinc(r: Tensor) -> Tensor:
-    """``sin(r) / r`` with the limit 1 at 0 (smooth, differentiable everywhere)."""
-    return torch.sinc(r / math.pi)
-
-
-def _safe_norm(u: Tensor) -> Tensor:
-    """Euclidean norm over the last axis whose gradient at ``u = 0`` is 0 instead of NaN."""
-    sq = (u * u).sum(-1)
-    tiny = sq <= torch.finfo(u.dtype).tiny
-    return torch.where(
-        tiny, torch.zeros_like(sq), torch.where(tiny, torch.ones_like(sq), sq).sqrt()
-    )
 
 
 class Sphere(Space):
@@ -51,10 +36,14 @@ class Sphere(Space):
     ``x^perp``, smooth everywhere except at the south pole ``x = -e_(n+1)`` (where ``H`` is
     undefined) and equal to the first ``n`` standard basis vectors at the north pole.
 
-    The projections and the inner product come from :class:`geoopt.manifolds.Sphere`. The
-    exponential map, logarithmic map and distance are written here because geoopt clamps the
-    cosine at ``1 - 1e-4`` in float32 (``dist(x, x)`` would be ``0.014``) and switches to a
-    retraction for small steps; the ``atan2`` forms above are accurate at all distances.
+    **One geometry.** Every method delegates to :mod:`manifoldflows.functional.sphere`, the
+    package's one implementation of the sphere's arithmetic, which the sphere layers and kernels
+    call too. There the projections come from :class:`geoopt.manifolds.Sphere`; the
+    exponential map, logarithmic map and distance are our own because geoopt clamps the cosine
+    at ``1 - 1e-4`` in float32 (``dist(x, x)`` would be ``0.014``) and its exponential map has a
+    NaN gradient at ``u = 0``; the ``atan2`` forms above are accurate at all distances.
+    :meth:`manifold_parameter` makes learnable points of the sphere (``geoopt.ManifoldParameter``)
+    that ``geoopt.optim.RiemannianAdam`` keeps on it.
 
     :meth:`check_point` refuses points whose norm differs from 1 by more than
     :meth:`tolerance` (``max(100 eps, 1e-10)``: about ``1e-5`` in float32, ``1e-10`` in
@@ -78,6 +67,8 @@ class Sphere(Space):
         >>> y = space.expmap(x, space.proju(x, torch.ones(4, 3)))
         >>> torch.allclose(space.expmap(x, space.logmap(x, y)), y, atol=1e-6)
         True
+        >>> float(space.dist(x, x).abs().max())  # geoopt's float32 dist would give 0.014
+        0.0
     """
 
     is_compact = True
@@ -120,7 +111,12 @@ class Sphere(Space):
 
     def projx(self, x: Tensor) -> Tensor:
         """Normalise to unit length."""
-        return _GEOOPT_SPHERE.projx(x)
+        return geometry.projx(x)
+
+    @property
+    def coordinates(self) -> tuple[Coordinate, ...]:
+        """Ambient coordinates: conditioners read the point as it is; none moves on its own."""
+        return (Coordinate("embedded", -1.0, 1.0),) * (self.dim + 1)
 
     def random_uniform(self, shape=(), *, dtype=None, device=None, generator=None) -> Tensor:
         """Uniform samples: normalised standard Gaussian vectors."""
@@ -133,41 +129,59 @@ class Sphere(Space):
     # ----------------------------------------------------------------- tangent spaces
     def proju(self, x: Tensor, u: Tensor) -> Tensor:
         """Remove the component of ``u`` along ``x``: ``u - <x, u> x``."""
-        return _GEOOPT_SPHERE.proju(x, u)
+        return geometry.proju(x, u)
 
     def inner(self, x: Tensor, u: Tensor, v: Tensor) -> Tensor:
         return (u * v).sum(-1)
 
     def tangent_basis(self, x: Tensor) -> Tensor:
         """Orthonormal basis of ``x^perp``, shape ``batch + (n+1, n)`` (see the class doc)."""
-        n = self.n
-        v = x.clone()
-        v[..., n] = v[..., n] + 1.0  # v = x + e_(n+1); H = I - 2 v v^T / |v|^2 maps e to -x
-        sq = (v * v).sum(-1).clamp_min(torch.finfo(x.dtype).tiny)
-        eye = torch.eye(n + 1, n, dtype=x.dtype, device=x.device)
-        scale = (2.0 / sq)[..., None, None]
-        return eye - scale * v[..., :, None] * v[..., None, :n]
+        return geometry.tangent_basis(x)
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
-        r = _safe_norm(u)[..., None]
-        return torch.cos(r) * x + _sinc(r) * u
+        return geometry.expmap(x, u)
 
     def logmap(self, x: Tensor, y: Tensor) -> Tensor:
-        v = y - (x * y).sum(-1, keepdim=True) * x
-        vn = _safe_norm(v)[..., None]
-        theta = self.dist(x, y)[..., None]
-        ratio = torch.where(vn > 0, theta / torch.where(vn > 0, vn, torch.ones_like(vn)), 1.0)
-        return ratio * v
+        return geometry.logmap(x, y)
 
     def dist(self, x: Tensor, y: Tensor) -> Tensor:
-        return 2.0 * torch.atan2(_safe_norm(x - y), _safe_norm(x + y))
+        return geometry.dist(x, y)
 
     def expmap_log_volume(self, x: Tensor, u: Tensor) -> Tensor:
         """``(n - 1) log|sin|u| / |u||`` (0 on the circle ``n = 1`` and at ``u = 0``)."""
-        r = _safe_norm(u)
-        value = (self.n - 1) * torch.log(_sinc(r).abs())
+        value = geometry.expmap_log_volume(u, self.n)
         shape = torch.broadcast_shapes(x.shape[:-1], value.shape)
         return value.expand(shape)
+
+    # ----------------------------------------------------------------- learnable points
+    def manifold_parameter(self, value: Tensor, requires_grad: bool = True) -> Tensor:
+        """A learnable point (or array of points, along the last axis) of the sphere.
+
+        Returns a :class:`geoopt.ManifoldParameter` on :class:`geoopt.manifolds.Sphere` holding
+        ``projx(value)``; ``geoopt.optim.RiemannianAdam`` (or ``RiemannianSGD``) then takes
+        Riemannian steps that keep it on the sphere, while plain optimisers treat it as an
+        ordinary parameter. The data is copied into a plain tensor first: a
+        ``geoopt.ManifoldTensor`` (e.g. from ``geoopt.Sphere().random(...)``) carries its own
+        manifold instance, and wrapping it with another one raises "Manifolds do not match".
+
+        Arguments:
+            value: ``(..., n+1)`` initial point(s), normalised here.
+            requires_grad: whether the parameter is learnable.
+
+        Example:
+            >>> p = Sphere(2).manifold_parameter(torch.tensor([0.0, 3.0, 4.0]))
+            >>> type(p).__name__, p.tolist()
+            ('ManifoldParameter', [0.0, 0.6000000238418579, 0.800000011920929])
+        """
+        data = geometry.projx(value.detach().as_subclass(torch.Tensor).clone())
+        if data.shape[-1:] != torch.Size(self.event_shape):
+            raise InvalidInput(
+                f"{self!r}.manifold_parameter: expected points of shape (..., {self.n + 1}), "
+                f"got {tuple(value.shape)}"
+            )
+        return geoopt.ManifoldParameter(
+            data, manifold=geoopt.manifolds.Sphere(), requires_grad=requires_grad
+        )
 
     # ----------------------------------------------------------------- volume
     def log_volume(self) -> float:

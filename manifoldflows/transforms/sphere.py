@@ -15,9 +15,31 @@ coordinates, the interval spline); the circle maps at the bottom of the recursiv
   ``n``: an interval spline on the height, then (conditioned on it) the same construction on
   ``S^(n-1)``, down to a circle flow on ``S^1``.
 
-With ``context_dim`` set, the parameters of a layer come from an MLP of the context (its last
-layer starts at zero, so a new conditional layer equals the unconditional one at
-initialisation).
+**Parameters.** Every layer gets its parameters from the package's one conditioner,
+:class:`~manifoldflows.nn.conditioner.Conditioner`: without a context (and without features) it
+holds the raw parameters themselves; with ``context_dim`` set they are the output of an MLP of
+the context whose last layer starts at zero and whose last bias holds the initial raw values, so
+a new conditional layer equals the unconditional one.
+
+**Points of the sphere as parameters.** The learned centres of :class:`MoebiusSphere` and
+:class:`ExpMapRadial` are points of ``S^n``, held as ``geoopt.ManifoldParameter`` on
+:class:`geoopt.manifolds.Sphere` (:meth:`~manifoldflows.spaces.Sphere.manifold_parameter`):
+``geoopt.optim.RiemannianAdam`` keeps them on the sphere, and plain optimisers still work
+because the layers use ``projx`` of the stored value (the identity on the sphere; it also keeps
+the layers valid when a test perturbs every parameter off the manifold). With a context, a
+centre ``c`` becomes ``exp_c(P_c o(context))``: the exponential map at the learned centre of a
+context-dependent offset ``o`` (from the conditioner, zero at initialisation) projected onto the
+tangent space at ``c``. So the ManifoldParameter is the centre for the reference context
+(``o = 0``), and the context moves it along geodesics.
+
+:class:`SphereRotation` keeps its rotation as ``matrix_exp`` of a skew-symmetric matrix instead
+of a ManifoldParameter on the orthogonal group: every value of the skew parameters is a rotation
+(no projection is needed after a perturbation or an Euclidean step, and the reflections of
+``O(n+1)`` are out of reach), a context adds offsets to the skew entries as for any raw
+parameter, and for the small matrices of a sphere layer ``matrix_exp`` costs nothing.
+
+The arithmetic of the sphere (``expmap``, ``logmap``, projections, tangent bases) is that of
+:mod:`manifoldflows.functional.sphere`, shared with the space :class:`~manifoldflows.spaces.Sphere`.
 
 References:
     D. J. Rezende, G. Papamakarios, S. Racaniere, M. S. Albergo, G. Kanwar, P. E. Shanahan,
@@ -30,51 +52,61 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import positive_int
 from ..core import Transform
 from ..functional import sphere as kernels
 from ..functional.affine import soft_clamp
-from ..nn.mlp import MLP, concat_context
-from ..spaces import Sphere
-from .circular import CircleMap, MoebiusMap, make_circle_map
-from .conditioned import ContextShiftedParameters
+from ..nn.conditioner import Conditioner
+from ..spaces import Coordinate, Sphere
+from .maps import ElementwiseMap, make_map
 
 __all__ = ["SphereRotation", "MoebiusSphere", "ExpMapRadial", "RecursiveSphereFlow"]
 
 
-def _positive_int(who: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{who}: expected {name} to be a positive integer, got {value!r}")
-    return value
-
-
 def _check_context_dim(who: str, context_dim: object) -> int | None:
-    return None if context_dim is None else _positive_int(who, "context_dim", context_dim)
+    return None if context_dim is None else positive_int(context_dim, "context_dim", who)
 
 
 def _sphere_dim(who: str, n: object) -> int:
-    return _positive_int(who, "the sphere dimension n", n)
+    return positive_int(n, "sphere dimension n", who)
+
+
+def _moved_centres(centres: Tensor, offset: Tensor | None) -> Tensor:
+    """``projx(c)``, or ``exp_c(P_c offset)`` with a context offset (see the module docstring)."""
+    centres = kernels.projx(centres)
+    if offset is None:
+        return centres
+    return kernels.projx(kernels.expmap(centres, kernels.proju(centres, offset)))
+
+
+#: The angle ``theta = atan2(x_2, x_1)`` of a point of ``S^1``, as circle maps see it.
+ANGLE = Coordinate("angle", -math.pi, math.pi)
 
 
 # --------------------------------------------------------------------------- rotation
-class SphereRotation(ContextShiftedParameters):
+class SphereRotation(Transform):
     r"""Learnable rotation ``y = R x`` of ``S^n``, ``R = matrix_exp(A - A^T)``; logdet 0.
 
     ``A`` is strictly upper triangular (``n (n+1) / 2`` free entries), so ``A - A^T`` is any
     skew-symmetric matrix and ``R`` any rotation in ``SO(n+1)`` (reached from the identity). A
     rotation is an isometry: ``log|det J| = 0`` with respect to the surface measure, and the
-    inverse is ``R^T``. Outputs are renormalised (``matrix_exp`` of a large skew matrix is
-    orthogonal only to a few ulps times its norm). Stacked between :class:`RecursiveSphereFlow`
-    layers it changes which axis is the "height".
+    inverse is ``R^T``. The skew parametrisation is kept on purpose instead of a
+    ``geoopt.ManifoldParameter`` on the orthogonal group (see the module docstring): any value
+    is a rotation, whatever an optimiser or a context does to it. Outputs are renormalised
+    (``matrix_exp`` of a large skew matrix is orthogonal only to a few ulps times its norm).
+    Stacked between :class:`RecursiveSphereFlow` layers it changes which axis is the "height".
 
     Arguments:
         n: sphere dimension (points in ``R^(n+1)``).
-        context_dim: context size; an MLP then adds context-dependent offsets to ``A``.
+        context_dim: context size; the conditioner's MLP then adds context-dependent offsets to
+            ``A``.
         hidden, activation: that MLP's hidden sizes and activation.
         generator: if given, ``A`` starts at ``N(0, 1)`` entries (a random rotation, e.g. for
             presets); otherwise at zero (the identity).
@@ -108,14 +140,21 @@ class SphereRotation(ContextShiftedParameters):
         self.n = n
         m = n * (n + 1) // 2
         init = torch.zeros(m) if generator is None else torch.randn(m, generator=generator)
-        self._setup_raw({"skew": init}, context_dim, hidden, activation)
+        self.conditioner = Conditioner(
+            0,
+            {"skew": (m,)},
+            context_dim=context_dim,
+            hidden=hidden,
+            activation=activation,
+            initial={"skew": init},
+        )
         rows, cols = torch.triu_indices(n + 1, n + 1, offset=1)
         self.register_buffer("_rows", rows, persistent=False)
         self.register_buffer("_cols", cols, persistent=False)
 
     def matrix(self, context: Tensor | None = None) -> Tensor:
         """The rotation matrix ``R``, shape ``(..., n+1, n+1)`` (``...``: the context batch)."""
-        skew = self._raw(context if self.context_dim is not None else None)["skew"]
+        skew = self.conditioner(None, context if self.context_dim is not None else None)["skew"]
         n1 = self.n + 1
         a = skew.new_zeros(*skew.shape[:-1], n1, n1)
         a[..., self._rows, self._cols] = skew
@@ -131,18 +170,23 @@ class SphereRotation(ContextShiftedParameters):
 
 
 # --------------------------------------------------------------------------- Moebius
-class MoebiusSphere(ContextShiftedParameters):
+class MoebiusSphere(Transform):
     r"""Moebius map of ``S^n``: ``f_w(x) = (1 - |w|^2) / |x - w|^2 (x - w) - w``.
 
     The sphere-preserving inversion of Kato & McCullagh, which is Rezende et al.'s circle
     Moebius map for ``n = 1``. Its logdet w.r.t. the surface measure is
     ``n log((1 - |w|^2) / |x - w|^2)`` and ``f_w^{-1} = f_{-w}``
-    (:func:`~manifoldflows.functional.sphere.moebius_sphere`). The centre is
-    ``w = r_max u / sqrt(1 + |u|^2)`` for an unconstrained ``u`` (``u = 0``: the identity), with
-    ``1 - |w|^2 = (1 + (1 - r_max^2) |u|^2) / (1 + |u|^2)`` evaluated without cancellation; so
+    (:func:`~manifoldflows.functional.sphere.moebius_sphere`).
+
+    **Centre.** For ``n >= 2`` the centre is ``w = r_max s / sqrt(1 + s^2) d`` with a direction
+    ``d in S^n`` (:attr:`direction`, a ``geoopt.ManifoldParameter`` that
+    ``geoopt.optim.RiemannianAdam`` keeps on the sphere) and an unconstrained real ``s``
+    (the conditioner's ``"radius"``, 0 at initialisation: the identity). Then
+    ``1 - |w|^2 = (1 + (1 - r_max^2) s^2) / (1 + s^2)`` is evaluated without cancellation,
     ``|w| < r_max`` and the log-derivative is bounded by ``n log((1 + r_max)/(1 - r_max))``.
     The push-forward of the uniform distribution is the (unimodal) spherical Cauchy
-    distribution centred at ``-w/|w|``.
+    distribution centred at ``-w/|w|`` (at ``-d`` for ``s > 0``). With a context, ``s`` is an
+    MLP of the context and the direction is ``exp_d(P_d o(context))`` (module docstring).
 
     **Components.** A convex combination of Moebius maps in the sense of Rezende et al. exists
     only on the circle, where the maps can be lifted to increasing functions of the angle and
@@ -153,7 +197,8 @@ class MoebiusSphere(ContextShiftedParameters):
     ``n >= 2`` ``components`` must be 1: Moebius maps and rotations of ``S^n`` form a group, so
     compositions add no expressivity; interleave other layers (:class:`RecursiveSphereFlow`,
     :class:`ExpMapRadial`) instead. With a context, ``w`` is a function of the context (a
-    conditional spherical Cauchy distribution).
+    conditional spherical Cauchy distribution). On the circle the parameters are those of the
+    circle map, held by the conditioner.
 
     Arguments:
         n: sphere dimension.
@@ -169,8 +214,10 @@ class MoebiusSphere(ContextShiftedParameters):
 
     Example:
         >>> layer = MoebiusSphere(2)
+        >>> layer.direction.tolist()  # a ManifoldParameter on the sphere
+        [0.0, 0.0, 1.0]
         >>> with torch.no_grad():
-        ...     _ = layer.u.copy_(torch.tensor([0.0, 0.0, 2.0]))
+        ...     _ = layer.conditioner.raw_parameters.fill_(2.0)  # the radius s
         >>> x = torch.nn.functional.normalize(torch.randn(5, 3), dim=-1)
         >>> y, logdet = layer(x)
         >>> x2, logdet_inv = layer.inverse(y)
@@ -190,7 +237,7 @@ class MoebiusSphere(ContextShiftedParameters):
     ):
         who = type(self).__name__
         n = _sphere_dim(who, n)
-        components = _positive_int(who, "components", components)
+        components = positive_int(components, "number of components", who)
         context_dim = _check_context_dim(who, context_dim)
         if components > 1 and n > 1:
             raise ValueError(
@@ -202,33 +249,41 @@ class MoebiusSphere(ContextShiftedParameters):
             raise ValueError(f"{who}: expected 0 < max_radius < 1, got {max_radius!r}")
         super().__init__(Sphere(n), context_dim=context_dim)
         self.n, self.components, self.max_radius = n, components, float(max_radius)
-        self.circle_map: CircleMap | None = None
+        self.circle_map: ElementwiseMap | None = None
         if n == 1:
-            self.circle_map = MoebiusMap(components, shift=True, max_radius=max_radius)
-            raw = {"u": torch.zeros(self.circle_map.params_per_dim)}
+            self.circle_map = make_map(
+                "moebius", ANGLE, components=components, max_radius=max_radius
+            )
+            shapes = dict(self.circle_map.shapes)
         else:
-            raw = {"u": torch.zeros(n + 1)}
-        self._setup_raw(raw, context_dim, hidden, activation)
+            north = torch.zeros(n + 1)
+            north[-1] = 1.0
+            self.direction = self.domain.manifold_parameter(north)
+            shapes = {"radius": ()}
+            if context_dim is not None:
+                shapes["offset"] = (n + 1,)
+        self.conditioner = Conditioner(
+            0, shapes, context_dim=context_dim, hidden=hidden, activation=activation
+        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, components={self.components}"
 
     def centre(self, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(w, 1 - |w|^2)`` for ``n >= 2``, shapes ``(..., n+1)`` and ``(...)``."""
-        u = self._raw(context if self.context_dim is not None else None)["u"]
-        # Scale by max(1, max|u_i|) (a constant for autograd) so huge u neither overflow nor
-        # lose their direction.
-        scale = u.detach().abs().amax(dim=-1, keepdim=True).clamp_min(1.0)
-        v = u / scale
-        inv2 = scale.reciprocal().square()[..., 0]
-        v2 = (v * v).sum(-1)
-        denom = inv2 + v2  # (1 + |u|^2) / scale^2
-        w = self.max_radius * v / denom.sqrt()[..., None]
-        one_minus_w2 = (inv2 + (1.0 - self.max_radius**2) * v2) / denom
+        raw = self.conditioner(None, context if self.context_dim is not None else None)
+        direction = _moved_centres(self.direction, raw.get("offset"))
+        s = raw["radius"]
+        # With t = 1 / sqrt(1 + s^2): |w| = r_max |s| t and 1 - |w|^2 = t^2 + (1 - r_max^2)(s t)^2,
+        # no cancellation and no overflow for any s.
+        t = torch.hypot(torch.ones_like(s), s).reciprocal()
+        st = s * t
+        w = (self.max_radius * st)[..., None] * direction
+        one_minus_w2 = t * t + (1.0 - self.max_radius**2) * st * st
         return w, one_minus_w2
 
     def _circle(self, x: Tensor, context: Tensor | None, inverse: bool):
-        params = self._raw(context)["u"]
+        params = self.conditioner(None, context)
         theta = torch.atan2(x[..., 1], x[..., 0])
         fn = self.circle_map.inverse if inverse else self.circle_map.forward
         out, logdet = fn(theta, params)
@@ -248,7 +303,7 @@ class MoebiusSphere(ContextShiftedParameters):
 
 
 # --------------------------------------------------------------------------- exponential map
-class ExpMapRadial(ContextShiftedParameters):
+class ExpMapRadial(Transform):
     r"""Exponential-map flow ``f(x) = exp_x(grad phi(x))`` with a sum of radial potentials.
 
     ``phi(x) = sum_k alpha_k / beta_k exp(beta_k (mu_k . x - 1))`` (Rezende et al. 2020,
@@ -256,9 +311,13 @@ class ExpMapRadial(ContextShiftedParameters):
     ``mu_k`` (by at most ``alpha_k`` radians), most strongly at geodesic distance of order
     ``beta_k^(-1/2)``. The constraints ``alpha_k >= 0``, ``sum_k alpha_k < 1`` and
     ``beta_k > 0`` make ``phi`` c-convex, hence ``f`` a diffeomorphism. Parametrisation:
-    ``mu_k = m_k / |m_k|``; ``alpha = softmax([l_1, ..., l_K, 0])_(1..K)`` (the extra zero
-    logit keeps the sum below 1); ``log beta_k = soft_clamp(b_k, 7)`` (``beta`` in about
-    ``(1e-3, 1e3)``, so the map and its Newton inverse stay well conditioned).
+    the centres ``mu_k`` are :attr:`centres`, a ``(K, n+1)`` ``geoopt.ManifoldParameter`` on the
+    sphere (``geoopt.optim.RiemannianAdam`` keeps every row a unit vector; the layer uses
+    ``projx`` of it, so plain optimisers work too); ``alpha = softmax([l_1, ..., l_K, 0])_(1..K)``
+    (the extra zero logit keeps the sum below 1); ``log beta_k = soft_clamp(b_k, 7)`` (``beta``
+    in about ``(1e-3, 1e3)``, so the map and its Newton inverse stay well conditioned). With a
+    context, ``l`` and ``b`` are MLP outputs and each centre moves to
+    ``exp_(mu_k)(P_(mu_k) o_k(context))`` (module docstring).
 
     Logdet: the closed-form ambient Jacobian of
     :func:`~manifoldflows.functional.sphere.expmap_radial` reduced to the tangent spaces (an
@@ -269,10 +328,11 @@ class ExpMapRadial(ContextShiftedParameters):
     Arguments:
         n: sphere dimension.
         components: number ``K`` of radial components.
-        context_dim: context size; an MLP then adds offsets to ``(m, l, b)``.
+        context_dim: context size; the conditioner's MLP then gives ``l``, ``b`` and the centre
+            offsets ``o_k``.
         hidden, activation: the context MLP's hidden sizes and activation.
-        generator: optional :class:`torch.Generator` for the random initial directions
-            ``m_k ~ N(0, I)``.
+        generator: optional :class:`torch.Generator` for the random initial centres
+            ``mu_k = m_k / |m_k|``, ``m_k ~ N(0, I)``.
 
     At initialisation ``l = 0`` (``alpha_k = 1 / (K + 1)``) and ``b = 0`` (``beta_k = 1``).
 
@@ -304,24 +364,25 @@ class ExpMapRadial(ContextShiftedParameters):
     ):
         who = type(self).__name__
         n = _sphere_dim(who, n)
-        k = _positive_int(who, "components", components)
+        k = positive_int(components, "number of components", who)
         context_dim = _check_context_dim(who, context_dim)
         super().__init__(Sphere(n), context_dim=context_dim)
         self.n, self.components = n, k
-        raw = {
-            "m": torch.randn(k, n + 1, generator=generator),
-            "logits": torch.zeros(k),
-            "log_beta": torch.zeros(k),
-        }
-        self._setup_raw(raw, context_dim, hidden, activation)
+        self.centres = self.domain.manifold_parameter(torch.randn(k, n + 1, generator=generator))
+        shapes = {"logits": (k,), "log_beta": (k,)}
+        if context_dim is not None:
+            shapes["offset"] = (k, n + 1)
+        self.conditioner = Conditioner(
+            0, shapes, context_dim=context_dim, hidden=hidden, activation=activation
+        )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, components={self.components}"
 
     def constrained_parameters(self, context: Tensor | None = None) -> dict[str, Tensor]:
         """``mu`` ``(..., K, n+1)``, ``alpha`` and ``beta`` ``(..., K)`` (``...``: context)."""
-        raw = self._raw(context if self.context_dim is not None else None)
-        mu = F.normalize(raw["m"], dim=-1)
+        raw = self.conditioner(None, context if self.context_dim is not None else None)
+        mu = _moved_centres(self.centres, raw.get("offset"))
         logits = raw["logits"]
         padded = torch.cat([logits, torch.zeros_like(logits[..., :1])], dim=-1)
         alpha = torch.softmax(padded, dim=-1)[..., :-1]
@@ -377,16 +438,22 @@ class RecursiveSphereFlow(Transform):
     Arguments:
         n: sphere dimension (``n = 1``: just the circle map on the angle).
         bins: bins of the interval splines (and of the circular spline).
-        circle: ``"spline"`` (circular RQ spline plus rotation), ``"moebius"`` (mixture of
-            ``components`` Moebius maps plus rotation) or a
-            :class:`~manifoldflows.transforms.circular.CircleMap`.
+        circle: the circle map on the angle, a name for
+            :func:`~manifoldflows.transforms.maps.make_map` on an angle coordinate
+            (``"spline"``: circular RQ spline plus rotation, ``"moebius"``: mixture of
+            ``components`` Moebius maps plus rotation, ``"shift"``, ``"noncompact"``) or an
+            :class:`~manifoldflows.transforms.maps.ElementwiseMap` of angles.
         components: Moebius components when ``circle="moebius"``.
         context_dim: context size (``None`` for an unconditional layer).
         hidden, activation: hidden sizes and activation of the conditioner MLPs.
 
-    Parameters: the top interval spline (``3 bins + 1`` numbers) is learned directly without a
-    context; every other conditioner is an MLP whose last layer starts at zero, so the layer
-    starts as the identity.
+    Parameters: one :class:`~manifoldflows.nn.conditioner.Conditioner` per level
+    (:attr:`height_conditioners`, level ``n - j`` reads the ``j`` heights above it and the
+    context; named parameters ``widths``, ``heights``, ``derivatives``) and one for the circle
+    map (:attr:`circle_conditioner`, reading all ``n - 1`` heights and the context). Without a
+    context the top level's conditioner has no inputs and holds its ``3 bins + 1`` numbers
+    directly; every other one is an MLP whose last layer starts at zero, so the layer starts as
+    the identity.
 
     References:
         Rezende et al. 2020, arXiv:2002.02428; Durkan et al. 2019, arXiv:1906.04032.
@@ -408,7 +475,7 @@ class RecursiveSphereFlow(Transform):
         n: int,
         *,
         bins: int = 8,
-        circle: str | CircleMap = "spline",
+        circle: str | ElementwiseMap = "spline",
         components: int = 4,
         context_dim: int | None = None,
         hidden: Sequence[int] = (64, 64),
@@ -416,72 +483,47 @@ class RecursiveSphereFlow(Transform):
     ):
         who = type(self).__name__
         n = _sphere_dim(who, n)
-        bins = _positive_int(who, "bins", bins)
-        components = _positive_int(who, "components", components)
+        bins = positive_int(bins, "number of bins", who)
+        components = positive_int(components, "number of components", who)
         context_dim = _check_context_dim(who, context_dim)
-        if isinstance(circle, str):
-            if circle == "spline":
-                circle_map = make_circle_map("spline", bins=bins)
-            elif circle == "moebius":
-                circle_map = make_circle_map("moebius", components=components)
-            else:
-                raise ValueError(
-                    f"{who}: expected circle='spline', 'moebius' or a CircleMap, got {circle!r}"
-                )
-        elif isinstance(circle, CircleMap):
-            circle_map = circle
-        else:
+        if not isinstance(circle, (str, ElementwiseMap)):
             raise ValueError(
-                f"{who}: expected circle='spline', 'moebius' or a CircleMap, got {circle!r}"
+                f"{who}: expected circle= the name of a circle map or an ElementwiseMap of "
+                f"angles, got {circle!r}"
             )
+        try:
+            circle_map = make_map(circle, ANGLE, bins=bins, components=components)
+        except ValueError as err:
+            raise ValueError(f"{who}: circle={circle!r} is not a circle map ({err})") from None
         super().__init__(Sphere(n), context_dim=context_dim)
         self.n, self.bins, self.circle_map = n, bins, circle_map
-        ctx = 0 if context_dim is None else context_dim
-        hidden = tuple(hidden)
-        height_params = 3 * bins + 1
-        self.height_nets = nn.ModuleList()
-        self.top = None
-        for j in range(n - 1):  # level n - j, conditioned on j heights above it
-            inputs = ctx + j
-            if inputs == 0:
-                self.top = nn.Parameter(torch.zeros(height_params))
-                self.height_nets.append(nn.Identity())
-            else:
-                self.height_nets.append(
-                    MLP(inputs, height_params, hidden, activation, zero_last=True)
-                )
-        circle_inputs = ctx + n - 1
-        self.circle_params = None
-        self.circle_net = None
-        if circle_inputs == 0:
-            self.circle_params = nn.Parameter(torch.zeros(circle_map.params_per_dim))
-        else:
-            self.circle_net = MLP(
-                circle_inputs, circle_map.params_per_dim, hidden, activation, zero_last=True
-            )
+        options = {"context_dim": context_dim, "hidden": tuple(hidden), "activation": activation}
+        spline_shapes = {"widths": (bins,), "heights": (bins,), "derivatives": (bins + 1,)}
+        # level n - j reads the j heights above it (and the context)
+        self.height_conditioners = nn.ModuleList(
+            Conditioner(j, spline_shapes, **options) for j in range(n - 1)
+        )
+        self.circle_conditioner = Conditioner(n - 1, dict(circle_map.shapes), **options)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, bins={self.bins}, circle={self.circle_map!r}"
 
-    def _conditioner_input(self, heights: list[Tensor], context: Tensor | None) -> Tensor:
-        if heights:
-            return concat_context(torch.stack(heights, dim=-1), context)
-        return context
+    @staticmethod
+    def _features(heights: list[Tensor]) -> Tensor | None:
+        return torch.stack(heights, dim=-1) if heights else None
 
-    def _height_params(self, j: int, heights: list[Tensor], context: Tensor | None) -> Tensor:
-        if j == 0 and self.top is not None:
-            return self.top
-        return self.height_nets[j](self._conditioner_input(heights, context))
+    def _height_params(
+        self, j: int, heights: list[Tensor], context: Tensor | None
+    ) -> dict[str, Tensor]:
+        return self.height_conditioners[j](self._features(heights), context)
 
-    def _circle_params(self, heights: list[Tensor], context: Tensor | None) -> Tensor:
-        if self.circle_params is not None:
-            return self.circle_params
-        return self.circle_net(self._conditioner_input(heights, context))
+    def _circle_params(self, heights: list[Tensor], context: Tensor | None) -> dict[str, Tensor]:
+        return self.circle_conditioner(self._features(heights), context)
 
-    def _spline(self, a: Tensor, b: Tensor, params: Tensor, inverse: bool):
-        k = self.bins
+    @staticmethod
+    def _spline(a: Tensor, b: Tensor, params: dict[str, Tensor], inverse: bool):
         return kernels.interval_spline(
-            a, b, params[..., :k], params[..., k : 2 * k], params[..., 2 * k :], inverse=inverse
+            a, b, params["widths"], params["heights"], params["derivatives"], inverse=inverse
         )
 
     @staticmethod
