@@ -46,20 +46,18 @@ import torch
 import tqdm
 from torch import Tensor
 
-from manifoldflows.core import energy_fn
+from manifoldflows._checks import positive_int
 from manifoldflows.errors import InvalidInput, StochasticFlowError
-
-from .sampling import (
+from manifoldflows.estimators import (
     Estimate,
-    _check_policy,
-    _check_space,
-    _energy_like,
-    _handle_nonfinite,
-    _positive_int,
-    _region_mask,
+    check_model,
+    check_policy,
     effective_sample_size,
+    handle_nonfinite,
     log_partition,
+    region_mask,
 )
+from manifoldflows.targets import target_energy
 
 __all__ = ["StratifiedEstimate", "stratified_free_energy_difference"]
 
@@ -97,7 +95,34 @@ def _mask(region: Region, x: Tensor, who: str, name: str) -> Tensor:
             f"{who}: expected {name} as a callable x -> boolean mask (the samples are drawn "
             f"inside), got {type(region).__name__}"
         )
-    return _region_mask(region, x, x.shape[0], x.device, who, name)
+    like = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device)
+    return region_mask(region, x, like, who, name)
+
+
+def _one_condition(flow, context: Tensor | None, who: str) -> Tensor | None:
+    """The single context row to condition on, ``(context_dim,)``, or ``None``."""
+    context_dim = getattr(flow, "context_dim", None)
+    if context_dim is None:
+        if context is not None:
+            raise InvalidInput(
+                f"{who}: got a context but the flow {type(flow).__name__} is unconditional"
+            )
+        return None
+    if context is None:
+        raise InvalidInput(
+            f"{who}: the flow {type(flow).__name__} is conditional (context_dim={context_dim}); "
+            f"the stratified estimator works at one condition at a time: pass context= of "
+            f"shape ({context_dim},) and loop over the context rows"
+        )
+    if not isinstance(context, Tensor) or context.shape[-1:] != (context_dim,):
+        got = tuple(context.shape) if isinstance(context, Tensor) else type(context).__name__
+        raise InvalidInput(f"{who}: expected a context of shape ({context_dim},), got {got}")
+    if context.reshape(-1, context_dim).shape[0] != 1:
+        raise InvalidInput(
+            f"{who}: the stratified estimator does not support several context rows at once "
+            f"(got a context of shape {tuple(context.shape)}); call it once per row"
+        )
+    return context.reshape(context_dim)
 
 
 def stratified_free_energy_difference(
@@ -110,6 +135,7 @@ def stratified_free_energy_difference(
     n_proposal: int | None = None,
     fraction_a: float = 0.5,
     max_proposal: int | None = None,
+    context: Tensor | None = None,
     batch_size: int = 65536,
     generator: torch.Generator | None = None,
     nonfinite: str = "raise",
@@ -131,6 +157,11 @@ def stratified_free_energy_difference(
         fraction_a: share of the energy evaluations spent in ``A`` (in ``(0, 1)``).
         max_proposal: stop with an error when a region still lacks samples after this many
             flow samples (default ``1000 * max(n, n_proposal)``).
+        context: for a conditional flow (and target), the one condition to estimate at, shape
+            ``(context_dim,)`` (or ``(1, context_dim)``). The estimator handles one context row
+            at a time (the counts and the per-region samples are per condition): loop over
+            rows for several; a conditional flow without a context is refused with a message
+            saying so.
         batch_size: flow samples drawn per batch.
         generator: optional random generator (on the flow's device).
         nonfinite: ``"raise"`` or ``"zero"``, the policy for NaN/``+inf`` weights.
@@ -142,7 +173,9 @@ def stratified_free_energy_difference(
 
     Raises:
         InvalidInput: bad sizes, a region that is not a callable returning a boolean mask, a
-            sample in both regions, or a region the flow never reaches (message gives counts).
+            sample in both regions, a region the flow never reaches (message gives counts), a
+            conditional flow without a context or with several context rows, or a context
+            for an unconditional flow.
         StochasticFlowError: for flows with stochastic layers.
         SpaceMismatch: when the flow's and the target's spaces differ.
 
@@ -158,30 +191,30 @@ def stratified_free_energy_difference(
         True
     """
     who = "stratified_free_energy_difference"
-    n = _positive_int(n, who, "number of energy-evaluated samples n")
+    n = positive_int(n, "number of energy-evaluated samples n", who)
     if n < 4:
         raise InvalidInput(f"{who}: expected n >= 4 (at least two samples per region), got {n}")
     if not (isinstance(fraction_a, (int, float)) and 0.0 < fraction_a < 1.0):
         raise InvalidInput(f"{who}: expected fraction_a in (0, 1), got {fraction_a!r}")
     need_a = min(n - 2, max(2, round(fraction_a * n)))
     need = {"region_a": need_a, "region_b": n - need_a}
-    n_proposal = _positive_int(20 * n if n_proposal is None else n_proposal, who, "n_proposal")
+    n_proposal = positive_int(20 * n if n_proposal is None else n_proposal, "n_proposal", who)
     limit = 1000 * max(n, n_proposal) if max_proposal is None else max_proposal
-    limit = _positive_int(limit, who, "max_proposal")
+    limit = positive_int(limit, "max_proposal", who)
     if limit < n_proposal:
         raise InvalidInput(
             f"{who}: expected max_proposal >= n_proposal = {n_proposal}, got {limit}"
         )
-    batch_size = _positive_int(batch_size, who, "batch_size")
-    _check_policy(nonfinite, who)
-    _check_space(flow, target, who)
+    batch_size = positive_int(batch_size, "batch_size", who)
+    check_policy(nonfinite, who)
+    check_model(flow, target, who)
     if getattr(flow, "stochastic", False) or not hasattr(flow, "sample_and_log_prob"):
         raise StochasticFlowError(
             f"{who}: the flow {type(flow).__name__} has no tractable density, and counting "
             "where a stochastic flow lands costs energy evaluations; use "
             "physics.sampling.free_energy_difference on its weighted samples instead"
         )
-    energy = energy_fn(target)
+    context = _one_condition(flow, context, who)
     regions = {"region_a": region_a, "region_b": region_b}
     counts = {"region_a": 0, "region_b": 0}
     kept = {"region_a": [], "region_b": []}  # (x, log_q) of samples still to be evaluated
@@ -201,7 +234,7 @@ def stratified_free_energy_difference(
                 )
             b = batch_size if drawn >= n_proposal else min(batch_size, n_proposal - drawn)
             b = min(b, max(1, limit - drawn))
-            x, log_q = flow.sample_and_log_prob((b,), None, generator)
+            x, log_q = flow.sample_and_log_prob((b,), context, generator)
             masks = {k: _mask(r, x, who, k) for k, r in regions.items()}
             both = masks["region_a"] & masks["region_b"]
             if bool(both.any()):
@@ -232,11 +265,13 @@ def stratified_free_energy_difference(
             log_q = torch.cat([p[1] for p in kept[k]])
             u = torch.cat(
                 [
-                    _energy_like(energy, x[i : i + batch_size], log_q[i : i + batch_size], who)
+                    target_energy(
+                        target, x[i : i + batch_size], (len(x[i : i + batch_size]),), context, who
+                    )
                     for i in range(0, len(x), batch_size)
                 ]
             )
-            log_w, bad = _handle_nonfinite(-u - log_q, nonfinite, who)
+            log_w, bad = handle_nonfinite(-u - log_q, nonfinite, who)
             bad_total += bad
             if not bool(torch.isfinite(log_w).any()):
                 raise InvalidInput(

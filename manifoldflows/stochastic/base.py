@@ -39,7 +39,14 @@ def _softplus_inverse(y: Tensor) -> Tensor:
     return y + torch.log(-torch.expm1(-y))
 
 
-def metropolis_accept(log_alpha: Tensor) -> Tensor:
+def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Standard normal noise shaped like ``x``, from ``generator`` when one is given."""
+    if generator is None:
+        return torch.randn_like(x)
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def metropolis_accept(log_alpha: Tensor, generator: torch.Generator | None = None) -> Tensor:
     r"""Metropolis decision ``U < min(1, alpha)`` with ``U ~ Uniform(0, 1)`` (``rand_like``).
 
     .. math:: \text{accept} \iff \log U < \log\alpha
@@ -49,6 +56,7 @@ def metropolis_accept(log_alpha: Tensor) -> Tensor:
 
     Arguments:
         log_alpha: log acceptance ratios, any shape.
+        generator: optional random generator (on ``log_alpha``'s device).
 
     Returns:
         A boolean tensor of the same shape.
@@ -62,7 +70,13 @@ def metropolis_accept(log_alpha: Tensor) -> Tensor:
         [True, False, False]
     """
     log_alpha = log_alpha.detach()
-    log_u = torch.log(torch.rand_like(log_alpha))
+    if generator is None:
+        uniform = torch.rand_like(log_alpha)
+    else:
+        uniform = torch.rand(
+            log_alpha.shape, generator=generator, dtype=log_alpha.dtype, device=log_alpha.device
+        )
+    log_u = torch.log(uniform)
     return log_u < torch.nan_to_num(log_alpha, nan=-math.inf)
 
 
@@ -232,12 +246,14 @@ class StochasticTransform(Transform):
 
     # ------------------------------------------------------------------ kernel
     def _step(
-        self, x: Tensor, u: Tensor, g: Tensor | None
+        self, x: Tensor, u: Tensor, g: Tensor | None, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
         """One kernel application: ``(y, u(y), grad u(y) or None, delta_s, accepted)``."""
         raise NotImplementedError(f"{self.name} does not implement _step")
 
-    def run(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def run(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         r"""Apply the kernel ``steps`` times and report energies and acceptance.
 
         The building block of annealed importance sampling
@@ -246,6 +262,8 @@ class StochasticTransform(Transform):
 
         Arguments:
             x: points of the layer's space ``(*batch, *event_shape)``.
+            generator: optional random generator for the proposals and decisions (else the
+                global generator, as in :meth:`forward`).
 
         Returns:
             ``(y, u(x), u(y), delta_s, acceptance)``: the end points, the energies at the start
@@ -257,7 +275,7 @@ class StochasticTransform(Transform):
         total = torch.zeros_like(u)
         accepted = torch.zeros_like(u)
         for _ in range(self.steps):
-            x, u, g, delta, accept = self._step(x, u, g)
+            x, u, g, delta, accept = self._step(x, u, g, generator)
             total = total + delta
             accepted = accepted + accept.to(u.dtype)
         return x, u_start, u, total, accepted / self.steps

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ..spaces import Euclidean, Space, Torus
-from .base import StochasticTransform, metropolis_accept
+from .base import StochasticTransform, metropolis_accept, randn_like
 
 __all__ = ["HMC"]
 
@@ -109,9 +109,9 @@ class HMC(StochasticTransform):
         y = x + dx
         return self.domain.projx(y) if isinstance(self.domain, Torus) else y
 
-    def _step(self, x: Tensor, u: Tensor, g: Tensor):
+    def _step(self, x: Tensor, u: Tensor, g: Tensor, generator=None):
         eps = self.step_size
-        p = torch.randn_like(x)
+        p = randn_like(x, generator)
         h0 = u + 0.5 * (p * p).sum(-1)
         y, u_y, g_y = x, u, g
         p = p - 0.5 * eps * g_y
@@ -122,7 +122,7 @@ class HMC(StochasticTransform):
                 p = p - eps * g_y
         p = p - 0.5 * eps * g_y
         h1 = u_y + 0.5 * (p * p).sum(-1)
-        accept = metropolis_accept(h0 - h1)
+        accept = metropolis_accept(h0 - h1, generator)
         keep = accept[..., None]
         return (
             torch.where(keep, y, x),

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..spaces import Euclidean, Space, Torus
-from .base import StochasticTransform, metropolis_accept
+from .base import StochasticTransform, metropolis_accept, randn_like
 
 __all__ = ["OverdampedLangevin"]
 
@@ -120,9 +120,9 @@ class OverdampedLangevin(StochasticTransform):
         kind = "MALA" if self.metropolis else "ULA"
         return f"{self.domain!r}, steps={self.steps}, {kind}"
 
-    def _step(self, x: Tensor, u: Tensor, g: Tensor):
+    def _step(self, x: Tensor, u: Tensor, g: Tensor, generator=None):
         eps = self.step_size
-        noise = torch.randn_like(x)
+        noise = randn_like(x, generator)
         y = x - eps * g + torch.sqrt(2.0 * eps) * noise
         torus = isinstance(self.domain, Torus)
         if torus:
@@ -137,7 +137,7 @@ class OverdampedLangevin(StochasticTransform):
             delta = 0.5 * (noise * noise).sum(-1) - (back * back / (4.0 * eps)).sum(-1)
         if not self.metropolis:
             return y, u_y, g_y, delta, torch.ones_like(u, dtype=torch.bool)
-        accept = metropolis_accept(delta - (u_y - u))
+        accept = metropolis_accept(delta - (u_y - u), generator)
         keep = accept[..., None]
         return (
             torch.where(keep, y, x),

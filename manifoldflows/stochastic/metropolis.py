@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ..spaces import Euclidean, Space, Sphere, Torus
-from .base import StochasticTransform, metropolis_accept
+from .base import StochasticTransform, metropolis_accept, randn_like
 
 __all__ = ["MetropolisHastings"]
 
@@ -103,10 +103,10 @@ class MetropolisHastings(StochasticTransform):
     def extra_repr(self) -> str:
         return f"{self.domain!r}, steps={self.steps}"
 
-    def propose(self, x: Tensor) -> Tensor:
+    def propose(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """One symmetric proposal from ``x`` (see the class docstring)."""
         s = self.proposal_scale
-        noise = torch.randn_like(x)
+        noise = randn_like(x, generator)
         space = self.domain
         if isinstance(space, Sphere):
             v = s * space.proju(x, noise)
@@ -115,10 +115,10 @@ class MetropolisHastings(StochasticTransform):
             return space.projx(x + s * noise)
         return x + s * noise
 
-    def _step(self, x: Tensor, u: Tensor, g):
-        y = self.propose(x)
+    def _step(self, x: Tensor, u: Tensor, g, generator=None):
+        y = self.propose(x, generator)
         u_y = self.energy(y)
-        accept = metropolis_accept(u - u_y)
+        accept = metropolis_accept(u - u_y, generator)
         return (
             torch.where(accept[..., None], y, x),
             torch.where(accept, u_y, u),
