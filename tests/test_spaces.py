@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 
+import geoopt
 import pytest
 import torch
 
 from manifoldflows.errors import InvalidInput
-from manifoldflows.spaces import Euclidean, Interval, Product
+from manifoldflows.spaces import Euclidean, Interval, Product, Sphere
 
 
 def test_equality_describes_same_set_and_coordinates():
@@ -92,3 +93,24 @@ def test_euclidean_manifold_arithmetic():
     torch.testing.assert_close(space.dist(x, y), u.norm(dim=-1))
     assert torch.equal(space.expmap_log_volume(x, u), torch.zeros(5))
     torch.testing.assert_close(space.inner(x, u, u), (u * u).sum(-1))
+
+
+def test_sphere_manifold_parameter_stays_on_the_sphere_under_riemannian_adam():
+    space = Sphere(3)
+    # geoopt's own random points carry another Sphere instance ("Manifolds do not match" if
+    # wrapped naively); manifold_parameter copies the data, so they are accepted
+    start = geoopt.Sphere().random(4, 4)
+    points = space.manifold_parameter(start)
+    assert isinstance(points, geoopt.ManifoldParameter) and points.shape == (4, 4)
+    target = space.random_uniform((4,), generator=torch.Generator().manual_seed(0))
+    optimiser = geoopt.optim.RiemannianAdam([points], lr=0.1)
+    for _ in range(100):
+        optimiser.zero_grad()
+        loss = space.dist(points, target).square().sum()
+        loss.backward()
+        optimiser.step()
+    norms = torch.linalg.vector_norm(points.detach(), dim=-1)
+    assert (norms - 1).abs().max().item() < 1e-6
+    assert space.dist(points.detach(), target).max().item() < 0.05
+    with pytest.raises(InvalidInput, match="manifold_parameter"):
+        space.manifold_parameter(torch.ones(3))

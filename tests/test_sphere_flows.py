@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import geoopt
 import numpy as np
 import pytest
 import torch
@@ -396,3 +397,118 @@ def test_constructor_errors_name_the_class():
         SphereRotation(0)
     with pytest.raises(ValueError, match="Stereographic"):
         Stereographic(True)
+
+
+# --------------------------------------------------------------------------- one geometry, geoopt
+def test_layers_and_space_share_one_geometry():
+    """The space's arithmetic is the functional module's: same values, bit for bit."""
+    space = Sphere(3)
+    gen = torch.Generator().manual_seed(0)
+    x = space.random_uniform((20,), dtype=torch.float64, generator=gen)
+    y = space.random_uniform((20,), dtype=torch.float64, generator=gen)
+    u = space.proju(x, torch.randn(20, 4, dtype=torch.float64, generator=gen))
+    assert torch.equal(space.expmap(x, u), K.expmap(x, u))
+    assert torch.equal(space.logmap(x, y), K.logmap(x, y))
+    assert torch.equal(space.dist(x, y), K.dist(x, y))
+    assert torch.equal(space.tangent_basis(x), K.tangent_basis(x))
+    assert torch.equal(space.expmap_log_volume(x, u), K.expmap_log_volume(u, 3))
+    assert torch.equal(space.proju(x, u + x), K.proju(x, u + x))
+
+
+def test_own_distance_where_geoopt_float32_is_too_coarse():
+    """Why expmap/logmap/dist are ours: geoopt's float32 clamp and NaN gradient at u = 0."""
+    x = Sphere(2).random_uniform((5,), generator=torch.Generator().manual_seed(0))
+    assert geoopt.Sphere().dist(x, x).min().item() > 0.01  # arccos(1 - 1e-4) = 0.014
+    assert Sphere(2).dist(x, x).abs().max().item() == 0.0
+    near = K.projx(x + 1e-3 * Sphere(2).proju(x, torch.randn(5, 3)))
+    exact = K.dist(x.double(), near.double()).float()
+    torch.testing.assert_close(Sphere(2).dist(x, near), exact, rtol=1e-4, atol=0)
+    u = torch.zeros(5, 3, requires_grad=True)
+    Sphere(2).expmap(x, u).sum().backward()
+    assert torch.isfinite(u.grad).all()
+
+
+def test_centres_are_manifold_parameters():
+    layers = [ExpMapRadial(2, components=3), MoebiusSphere(4), ExpMapRadial(2, context_dim=2)]
+    for layer in layers:
+        points = [p for p in layer.parameters() if isinstance(p, geoopt.ManifoldParameter)]
+        assert len(points) == 1
+        assert isinstance(points[0].manifold, geoopt.Sphere)
+        norms = torch.linalg.vector_norm(points[0].detach(), dim=-1)
+        torch.testing.assert_close(norms, torch.ones_like(norms))
+    # a rotation stays the exponential of a skew matrix (any value is a rotation)
+    rotation = SphereRotation(2)
+    assert not any(isinstance(p, geoopt.ManifoldParameter) for p in rotation.parameters())
+    # the circle Moebius layer holds the parameters of its circle map, not points of S^1
+    assert not any(isinstance(p, geoopt.ManifoldParameter) for p in MoebiusSphere(1).parameters())
+
+
+def _train(model, data, context=None, steps=40, lr=0.05):
+    """Maximum likelihood with RiemannianAdam; returns the losses."""
+    space = model.domain
+    optimiser = geoopt.optim.RiemannianAdam(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        optimiser.zero_grad()
+        z, logdet = model.inverse(data, context)
+        loss = -(space.uniform_log_prob(z) + logdet).mean()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _cluster(mean, count, gen, concentration=6.0):
+    mean = torch.nn.functional.normalize(torch.as_tensor(mean, dtype=torch.float32), dim=-1)
+    return K.projx(concentration * mean + torch.randn(count, mean.shape[-1], generator=gen))
+
+
+def _manifold_points(model):
+    return [p for p in model.parameters() if isinstance(p, geoopt.ManifoldParameter)]
+
+
+def test_riemannian_adam_keeps_centres_on_the_sphere_and_reduces_the_loss():
+    gen = torch.Generator().manual_seed(0)
+    model = Chain(
+        SphereRotation(2),
+        MoebiusSphere(2),
+        ExpMapRadial(2, components=3, generator=torch.Generator().manual_seed(1)),
+    )
+    data = _cluster([1.0, -1.0, 0.5], 128, gen)
+    start = [p.detach().clone() for p in _manifold_points(model)]
+    losses = _train(model, data)
+    assert losses[-1] < losses[0] - 1.0, f"the loss did not go down: {losses[0]} -> {losses[-1]}"
+    for p, p0 in zip(_manifold_points(model), start):
+        assert not torch.allclose(p.detach(), p0), "a centre did not move"
+        norms = torch.linalg.vector_norm(p.detach(), dim=-1)
+        assert (norms - 1).abs().max().item() < 1e-6
+
+
+def test_riemannian_adam_trains_conditional_centres():
+    """With a context, centres are exp_c(P_c offset(context)) of the learned centres c."""
+    gen = torch.Generator().manual_seed(0)
+    moebius = MoebiusSphere(2, context_dim=1, hidden=(16,))
+    expmap = ExpMapRadial(
+        2, components=2, context_dim=1, hidden=(16,), generator=torch.Generator().manual_seed(1)
+    )
+    # at initialisation the offsets vanish: the conditional layer is the unconditional one
+    c0 = torch.tensor([[0.7]])
+    torch.testing.assert_close(
+        expmap.constrained_parameters(c0)["mu"][0], K.projx(expmap.centres.detach())
+    )
+    model = Chain(moebius, expmap)
+    data = torch.cat([_cluster([0.0, 0.0, 1.0], 128, gen), _cluster([1.0, 0.0, 0.0], 128, gen)])
+    context = torch.cat([torch.ones(128, 1), -torch.ones(128, 1)])
+    losses = _train(model, data, context)
+    assert losses[-1] < losses[0] - 1.0, f"the loss did not go down: {losses[0]} -> {losses[-1]}"
+    for p in _manifold_points(model):
+        norms = torch.linalg.vector_norm(p.detach(), dim=-1)
+        assert (norms - 1).abs().max().item() < 1e-6
+    with torch.no_grad():
+        mu = expmap.constrained_parameters(torch.tensor([[1.0], [-1.0]]))["mu"]
+        w, _ = moebius.centre(torch.tensor([[1.0], [-1.0]]))
+    torch.testing.assert_close(torch.linalg.vector_norm(mu, dim=-1), torch.ones(2, 2))
+    assert not torch.allclose(mu[0], mu[1]), "the centres ignore the context"
+    # the learned Moebius modes -w/|w| follow the two clusters
+    modes = -torch.nn.functional.normalize(w, dim=-1)
+    assert modes[0, 2] > 0.5 and modes[1, 0] > 0.5
