@@ -356,3 +356,27 @@ def test_reverse_kl_objective_refuses_a_non_target():
         ReverseKL(3.0)
     with pytest.raises(InvalidInput, match="positive integer batch_size"):
         ReverseKL(lambda x: x.sum(-1), 0)
+
+
+class FixedSampler(torch.nn.Module):
+    """Samples all equal to one, log q = 0: the reverse-KL loss is the mean energy."""
+
+    def __init__(self):
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def sample_and_log_prob(self, shape, context=None, generator=None):
+        cbatch = () if context is None else context.shape[:-1]
+        x = torch.ones(*shape, *cbatch, 2, dtype=torch.float64) + self.p
+        return x, torch.zeros(x.shape[:-1], dtype=torch.float64) * self.p
+
+
+def test_tempered_target_still_receives_the_context():
+    def u(x, context):  # a conditional target: one energy scale per context row
+        return (x * context).sum(-1)
+
+    c = torch.tensor([[1.0], [2.0], [3.0]], dtype=torch.float64)
+    objective = ReverseKL(u, 4, temperature=lambda step: 2.0 if step == 0 else 1.0, context=c)
+    model = FixedSampler()
+    assert objective(model, 0).item() == pytest.approx(2.0)  # mean of 2 c / T at T = 2
+    assert objective(model, 1).item() == pytest.approx(4.0)  # and at T = 1

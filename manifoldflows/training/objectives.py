@@ -22,8 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import positive_float, positive_int
-from ..core import energy_fn
 from ..losses import forward_kl, reverse_kl
+from ..targets import energy_fn
 from .batches import Minibatches, to_model
 
 __all__ = [
@@ -177,14 +177,15 @@ def maximum_likelihood(
 
 
 class _Tempered:
-    """The target ``u(x) / T``, keeping the target's ``space`` for the losses' space check."""
+    """The target ``u(x) / T``, keeping the target's ``space`` and its use of the context."""
 
     def __init__(self, target: Any, temperature: float):
         self.energy_of, self.temperature = energy_fn(target), temperature
         self.space = getattr(target, "space", None)
 
-    def energy(self, x: Tensor, *args: Any, **kwargs: Any) -> Tensor:
-        return self.energy_of(x, *args, **kwargs) / self.temperature
+    def energy(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        # the context reaches the target only if it takes one (manifoldflows.targets)
+        return self.energy_of(x, context) / self.temperature
 
 
 class ReverseKL:
