@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._checks import positive_int
 from ..core import Transform
 from ..functional import sphere as kernels
 from ..functional.circle import wrap
@@ -55,8 +56,7 @@ class Stereographic(Transform):
     """
 
     def __init__(self, n: int):
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"Stereographic: expected a positive integer dimension n, got {n!r}")
+        n = positive_int(n, "sphere dimension n", "Stereographic")
         super().__init__(Sphere(n), Euclidean(n))
         self.n = n
 
