@@ -3,8 +3,9 @@ r"""Sphere layers: diffeomorphisms of ``S^n`` (unit vectors in ``R^(n+1)``) for 
 Every layer maps ``Sphere(n)`` to itself and returns ``log|det J|`` between orthonormal tangent
 bases, i.e. with respect to the surface measure of ``S^n``. The math lives in
 :mod:`manifoldflows.functional.sphere` (Moebius maps, exponential-map flows, cylindrical
-coordinates, the interval spline); the circle maps at the bottom of the recursive flow come from
-:mod:`manifoldflows.transforms.circular`.
+coordinates, the interval spline); the circle maps at the bottom of the recursive flow (and of
+the circle Moebius layer) are element-wise maps of an angle from
+:mod:`manifoldflows.transforms.maps`.
 
 * :class:`SphereRotation`: ``y = R x`` with ``R = matrix_exp(A - A^T)`` (volume preserving).
 * :class:`MoebiusSphere`: the Moebius map ``f_w`` of ``S^n`` (on the circle also convex
@@ -191,7 +192,7 @@ class MoebiusSphere(Transform):
     **Components.** A convex combination of Moebius maps in the sense of Rezende et al. exists
     only on the circle, where the maps can be lifted to increasing functions of the angle and
     averaged. For ``n = 1`` the layer therefore works on the angle
-    ``theta = atan2(x_2, x_1)`` with :class:`~manifoldflows.transforms.circular.MoebiusMap`
+    ``theta = atan2(x_2, x_1)`` with :class:`~manifoldflows.transforms.maps.MoebiusMap`
     (``components`` maps fixing ``-pi``, mixed, then rotated) and returns
     ``(cos theta', sin theta')`` (the angle chart has logdet 0: both sides are arc length). For
     ``n >= 2`` ``components`` must be 1: Moebius maps and rotations of ``S^n`` form a group, so
@@ -417,7 +418,7 @@ class RecursiveSphereFlow(Transform):
     ``S^(n-1)`` is transformed by the same construction *conditioned on* ``h_n'`` (and the
     context), and so on: level ``k`` uses an interval spline ``g_k`` whose parameters are
     functions of ``(context, h_n', ..., h_(k+1)')``, and the circle at the bottom a circle map
-    (:mod:`~manifoldflows.transforms.circular`: circular spline or Moebius mixture, with a
+    (:mod:`~manifoldflows.transforms.maps`: circular spline or Moebius mixture, with a
     rotation) conditioned on all heights. Each ``g_k`` is a rational-quadratic spline of
     ``[-1, 1]`` onto itself with fixed end points and learnable positive end derivatives
     (:func:`~manifoldflows.functional.sphere.interval_spline`), so heights stay in ``(-1, 1)``;
