@@ -7,6 +7,7 @@ in :mod:`manifoldflows.presets`.
 """
 
 from . import distributions, functional, spaces, stochastic, transforms
+from ._validation import set_validation, validation, validation_enabled
 from .core import (
     Chain,
     Flow,
@@ -35,4 +36,7 @@ __all__ = [
     "transforms",
     "stochastic",
     "functional",
+    "set_validation",
+    "validation",
+    "validation_enabled",
 ]

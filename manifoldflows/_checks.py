@@ -67,8 +67,19 @@ def check_points(module: nn.Module, x: Tensor, space: Space, who: str) -> None:
 def check_context(
     context: Tensor | None, context_dim: int | None, batch_shape: torch.Size, x: Tensor, who: str
 ) -> None:
-    """Check a context tensor against the expected feature size and the input's batch shape."""
+    """Check a context tensor against the expected feature size and the input's batch shape.
+
+    An unconditional caller (``context_dim is None``) refuses any context rather than ignoring
+    it, so that ``flow.log_prob(x, c)`` on a flow without context support cannot silently
+    return the unconditional density.
+    """
     if context_dim is None:
+        if context is not None:
+            shape = tuple(context.shape) if isinstance(context, Tensor) else type(context).__name__
+            raise InvalidInput(
+                f"{who}: got a context ({shape}) but it is unconditional (context_dim=None) and "
+                "would ignore it; drop the context or build the model with context_dim"
+            )
         return
     if context is None:
         raise InvalidInput(
@@ -113,10 +124,10 @@ def positive_int(value: object, what: str, who: str, *, minimum: int = 1) -> int
     Example:
         >>> positive_int(3, "number of bins", "SplineMap")
         3
-        >>> positive_int(0, "number of bins", "SplineMap")
+        >>> positive_int(0, "bins", "Spline")
         Traceback (most recent call last):
         ...
-        manifoldflows.errors.InvalidInput: SplineMap: expected a positive integer number of bins, got 0
+        manifoldflows.errors.InvalidInput: Spline: expected a positive integer bins, got 0
     """
     try:
         number = None if isinstance(value, bool) else operator.index(value)  # type: ignore[arg-type]
@@ -143,7 +154,12 @@ def positive_float(value: object, what: str, who: str, *, allow_zero: bool = Fal
             number = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             number = None
-    if number is None or not math.isfinite(number) or number < 0 or (number == 0 and not allow_zero):
+    if (
+        number is None
+        or not math.isfinite(number)
+        or number < 0
+        or (number == 0 and not allow_zero)
+    ):
         kind = "a non-negative" if allow_zero else "a positive"
         raise InvalidInput(f"{who}: expected {kind} finite number {what}, got {value!r}")
     return number

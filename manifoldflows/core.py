@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ._checks import all_finite, check_context, check_points
+from ._validation import validate_flag
 from .distributions.base import Distribution, Shape
 from .errors import (
     InvalidInput,
@@ -61,7 +62,9 @@ class Transform(nn.Module):
     Attributes:
         stochastic: ``True`` for layers whose output is random (the logdet slot then holds a
             path weight).
-        validate: run the input/output checks on public calls (default ``True``).
+        validate: run the input/output checks on public calls: ``True``/``False`` for this
+            layer, or ``None`` (the default) to follow the package-wide switch
+            (:func:`manifoldflows.set_validation`, on unless switched off).
 
     Example:
         >>> import torch
@@ -73,6 +76,7 @@ class Transform(nn.Module):
     """
 
     stochastic: bool = False
+    validate = validate_flag()
 
     def __init__(
         self, domain: Space, codomain: Space | None = None, *, context_dim: int | None = None
@@ -85,7 +89,6 @@ class Transform(nn.Module):
         self.domain = domain
         self.codomain = domain if codomain is None else codomain
         self.context_dim = context_dim
-        self.validate = True
 
     @property
     def name(self) -> str:
@@ -122,13 +125,14 @@ class Transform(nn.Module):
         space = self.codomain if inverse else self.domain
         method = "inverse" if inverse else "forward"
         who = f"{self.name}.{method}"
-        if self.validate:
+        validate = self.validate
+        if validate:
             check_points(self, x, space, who)
             check_context(context, self.context_dim, space.batch_shape(x), x, who)
         if self.context_dim is None:
             context = None  # implementations only ever see a context they asked for
         out, logdet = (self._inverse if inverse else self._forward)(x, context)
-        if self.validate and not all_finite(out, logdet):
+        if validate and not all_finite(out, logdet):
             raise self._nonfinite_error(x, context, inverse)
         return out, logdet
 
@@ -306,18 +310,23 @@ class Flow(Distribution):
             check_context(context, self.context_dim, self.space.batch_shape(x), x, "Flow.log_prob")
         return self._log_prob(x, context)
 
+    def _transform_context(self, context: Tensor | None) -> Tensor | None:
+        # The flow's context goes to the transform only if the transform takes one (the base
+        # may be the conditional part); an unconditional transform refuses any context.
+        return None if self.transform.context_dim is None else context
+
     def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
         # transform.inverse validates x and the finiteness of z; the base need not check z again
-        z, logdet = self.transform.inverse(x, context)
+        z, logdet = self.transform.inverse(x, self._transform_context(context))
         return self.base._log_prob(z, context) + logdet
 
     def _rsample(self, shape, context, generator) -> Tensor:
         z = self.base._rsample(shape, context, generator)
-        return self.transform(z, context)[0]
+        return self.transform(z, self._transform_context(context))[0]
 
     def _sample_and_log_prob(self, shape, context, generator) -> tuple[Tensor, Tensor]:
         z, log_p = self.base._sample_and_log_prob(shape, context, generator)
-        y, logdet = self.transform(z, context)
+        y, logdet = self.transform(z, self._transform_context(context))
         return y, log_p - logdet
 
     def sample_and_log_prob(self, shape: Shape = (), context=None, generator=None):
@@ -341,6 +350,6 @@ class Flow(Distribution):
         z, log_p = self.base._sample_and_log_prob(
             self._full_shape(shape, context), context, generator
         )
-        y, logdet = self.transform(z, context)
+        y, logdet = self.transform(z, self._transform_context(context))
         log_q = log_p - logdet
         return y, -target_energy(target, y, log_q.shape, context, who) - log_q

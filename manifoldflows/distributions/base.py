@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_context, check_points, context_batch_shape, reference_tensor
+from .._validation import validate_flag
 from ..spaces import Space
 
 __all__ = ["Distribution"]
@@ -22,8 +23,9 @@ class Distribution(nn.Module):
 
     Densities are with respect to the Riemannian volume of ``space``. Samples have shape
     ``shape + context.shape[:-1] + space.event_shape``: a context adds its batch dimensions
-    after the requested sample shape (as in ``torch.distributions``), whether or not the
-    distribution actually depends on it.
+    after the requested sample shape (as in ``torch.distributions``). An unconditional
+    distribution (``context_dim=None``) refuses a context with
+    :class:`~manifoldflows.errors.InvalidInput` instead of silently ignoring it.
 
     Subclasses implement ``_rsample(shape, context, generator)`` and ``_log_prob(x, context)``,
     and may override ``_sample_and_log_prob`` when both come cheaper together.
@@ -31,14 +33,17 @@ class Distribution(nn.Module):
     Attributes:
         space: where the samples live.
         context_dim: number of context features the distribution uses (``None``: none).
-        validate: check inputs (shapes, dtypes, finiteness, membership) on every public call.
+        validate: check inputs (shapes, dtypes, finiteness, membership) on every public call:
+            ``True``/``False`` for this object, or ``None`` (the default) to follow the
+            package-wide switch (:func:`manifoldflows.set_validation`).
     """
+
+    validate = validate_flag()
 
     def __init__(self, space: Space, *, context_dim: int | None = None):
         super().__init__()
         self.space = space
         self.context_dim = context_dim
-        self.validate = True
 
     @property
     def name(self) -> str:
@@ -55,7 +60,7 @@ class Distribution(nn.Module):
         return as_shape(shape) + tuple(context_batch_shape(context))
 
     def _check_sample_context(self, context: Tensor | None) -> None:
-        if self.validate and self.context_dim is not None:
+        if self.validate and (self.context_dim is not None or context is not None):
             dtype, device = self._dtype_device()
             probe = torch.empty(0, dtype=dtype, device=device)
             check_context(context, self.context_dim, context_batch_shape(context), probe, self.name)
@@ -65,7 +70,9 @@ class Distribution(nn.Module):
         """Log-density of ``x`` (batch shape ``x.shape[:-event_ndim]``)."""
         if self.validate:
             check_points(self, x, self.space, f"{self.name}.log_prob")
-            check_context(context, self.context_dim, self.space.batch_shape(x), x, self.name)
+            check_context(
+                context, self.context_dim, self.space.batch_shape(x), x, f"{self.name}.log_prob"
+            )
         return self._log_prob(x, context)
 
     def rsample(
