@@ -76,6 +76,33 @@ def test_batches_continue_one_sequence_and_seeds_reproduce():
     assert torch.equal(a, b)
 
 
+def test_generator_on_the_flows_device_draws_the_seed_there(device):
+    """A generator on the model's device (CUDA with --device cuda) works, reproducibly."""
+    flow = NSF(2, layers=1, hidden=(8,)).to(device=device, dtype=DT)
+    sampler = QuasiRandomSampler(flow, generator=torch.Generator(device=device).manual_seed(3))
+    again = QuasiRandomSampler(flow, generator=torch.Generator(device=device).manual_seed(3))
+    assert sampler.seed == again.seed
+    x, log_q = sampler.sample_and_log_prob(16)
+    assert x.device.type == torch.device(device).type and x.dtype == DT
+    torch.testing.assert_close(log_q, flow.log_prob(x))
+
+
+def test_seed_is_drawn_on_the_generators_device(monkeypatch):
+    """The draw names the generator's device (torch refuses a CUDA generator for a CPU draw)."""
+    devices = []
+    randint = torch.randint
+    gen = torch.Generator().manual_seed(0)
+
+    def spy(*args, **kwargs):
+        if kwargs.get("generator") is gen:  # SobolEngine draws its own scrambling too
+            devices.append(kwargs.get("device"))
+        return randint(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "randint", spy)
+    QuasiRandomSampler(StandardNormal(2), generator=gen)
+    assert devices == [gen.device]
+
+
 def test_gradients_reach_the_flow_parameters():
     flow = NSF(2, layers=1, hidden=(8,)).to(DT)
     x, log_q = QuasiRandomSampler(flow, seed=0).sample_and_log_prob(16)

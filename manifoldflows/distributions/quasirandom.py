@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._checks import positive_int
 from ..errors import InvalidInput, StochasticFlowError
 from .normal import DiagNormal, StandardNormal
 
@@ -46,7 +47,8 @@ class QuasiRandomSampler:
             :class:`~manifoldflows.core.Flow` whose base is one of those.
         seed: seed of the scrambling (the randomisation); drawn from ``generator`` (or torch's
             global generator) when omitted.
-        generator: optional generator the seed is drawn from.
+        generator: optional generator the seed is drawn from, on any device (the seed is drawn
+            on the generator's own device, so a CUDA generator works as well as a CPU one).
 
     Raises:
         InvalidInput: for another kind of base, a conditional base, or ``d > 21201``.
@@ -90,7 +92,9 @@ class QuasiRandomSampler:
                 f"dimensions, got {dim}"
             )
         if seed is None:
-            seed = int(torch.randint(0, 2**31 - 1, (), generator=generator))
+            # draw on the generator's device: torch refuses a CUDA generator for a CPU draw
+            device = None if generator is None else generator.device
+            seed = int(torch.randint(0, 2**31 - 1, (), generator=generator, device=device))
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise InvalidInput(f"{who}: expected an integer seed, got {seed!r}")
         self.base = base
@@ -100,10 +104,7 @@ class QuasiRandomSampler:
 
     def sample_and_log_prob(self, n: int) -> tuple[Tensor, Tensor]:
         """The next ``n`` points of the sequence: samples ``(n, d)`` and their ``log q``."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise InvalidInput(
-                f"QuasiRandomSampler: expected a positive integer number of points, got {n!r}"
-            )
+        n = positive_int(n, "number of points", "QuasiRandomSampler")
         u = self._engine.draw(n, dtype=torch.float64).clamp(_TINY, 1.0 - _TINY)
         if isinstance(self.base, DiagNormal):
             loc, log_scale = self.base.parameters_for(None)
