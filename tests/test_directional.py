@@ -20,13 +20,9 @@ from manifoldflows.distributions import (
     VonMisesFisher,
     WrappedNormal,
 )
-from manifoldflows.distributions.directional import (
-    bessel_iv_ratio,
-    log_bessel_iv,
-    log_bessel_ive,
-    sample_von_mises_angle,
-)
+from manifoldflows.distributions.directional import sample_von_mises_angle
 from manifoldflows.errors import InvalidInput
+from manifoldflows.functional.bessel import bessel_iv_ratio, log_bessel_iv, log_bessel_ive
 from manifoldflows.functional.circle import wrap
 from manifoldflows.spaces import Circle, Euclidean, Sphere, Torus
 from manifoldflows.testing import check_distribution, perturb_parameters
@@ -678,3 +674,15 @@ def test_bad_points_are_refused():
         VonMises(2).log_prob(torch.tensor([0.0, 4.0]))
     with pytest.raises(InvalidInput, match="Circle"):
         Uniform(Circle()).log_prob(torch.tensor([-3.5]))
+
+
+def test_split_modules_keep_the_old_import_paths():
+    """Bessel numerics moved to functional.bessel and Mixture to distributions.mixture."""
+    from manifoldflows.distributions import directional, mixture
+
+    assert directional.log_bessel_ive is log_bessel_ive
+    assert directional.log_bessel_iv is log_bessel_iv
+    assert directional.bessel_iv_ratio is bessel_iv_ratio
+    assert directional.Mixture is mixture.Mixture is Mixture
+    assert Mixture.__module__ == "manifoldflows.distributions.mixture"
+    assert log_bessel_ive.__module__ == "manifoldflows.functional.bessel"

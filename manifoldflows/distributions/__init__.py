@@ -1,8 +1,9 @@
 """Base distributions on every space (densities w.r.t. the space's Riemannian volume)."""
 
 from .base import Distribution
-from .directional import Mixture, VonMises, VonMisesFisher, WrappedNormal
+from .directional import VonMises, VonMisesFisher, WrappedNormal
 from .image import ImageStandardNormal
+from .mixture import Mixture
 from .normal import DiagNormal, GaussianMixture, StandardNormal
 from .quasirandom import QuasiRandomSampler
 from .uniform import Uniform

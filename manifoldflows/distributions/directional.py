@@ -1,199 +1,42 @@
-"""Directional distributions: von Mises (circle, torus), von Mises-Fisher (S^n), wrapped normals,
-and mixtures of any distributions on one space.
+"""Directional distributions: von Mises (circle, torus), von Mises-Fisher (S^n), wrapped normals.
 
 All densities are with respect to the Riemannian volume of the space: arc length on the circle,
-Lebesgue measure on the angle box of the torus, surface measure on the sphere.
-
-Also provides :func:`log_bessel_ive` / :func:`log_bessel_iv` / :func:`bessel_iv_ratio`, a
-differentiable torch implementation of the modified Bessel function of the first kind for any
-real order ``v >= 0``, used by the von Mises-Fisher normaliser.
+Lebesgue measure on the angle box of the torus, surface measure on the sphere. The von
+Mises-Fisher normaliser uses the Bessel functions of :mod:`manifoldflows.functional.bessel`;
+mixtures of any distributions on one space are :class:`~manifoldflows.distributions.Mixture`
+(:mod:`manifoldflows.distributions.mixture`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..functional.bessel import (  # noqa: F401 - log_bessel_ive: the old import path
+    bessel_iv_ratio,
+    log_bessel_iv,
+    log_bessel_ive,
+)
 from ..functional.circle import wrap
 from ..nn.mlp import MLP
 from ..spaces import Circle, Space, Sphere, Torus
 from .base import Distribution
 
 __all__ = [
-    "log_bessel_ive",
-    "log_bessel_iv",
-    "bessel_iv_ratio",
     "sample_von_mises_angle",
     "sample_vmf_cosine",
     "VonMises",
     "VonMisesFisher",
     "WrappedNormal",
-    "Mixture",
 ]
 
 LOG_2PI = math.log(2.0 * math.pi)
 TWO_PI = 2.0 * math.pi
 _MAX_REJECTION_ROUNDS = 200
-
-
-# --------------------------------------------------------------------------------------------
-# Modified Bessel functions of the first kind
-# --------------------------------------------------------------------------------------------
-def _debye_polynomials(count: int) -> tuple[tuple[float, ...], ...]:
-    """Coefficients (lowest degree first) of the Debye polynomials ``u_0 .. u_(count-1)``.
-
-    Generated exactly with the recurrence (DLMF 10.41.9)
-    ``u_(k+1)(t) = t^2 (1 - t^2) u_k'(t) / 2 + 1/8 int_0^t (1 - 5 s^2) u_k(s) ds``.
-    """
-    polys = [[Fraction(1)]]
-    for _ in range(count - 1):
-        u = polys[-1]
-        nxt = [Fraction(0)] * (len(u) + 4)
-        for j in range(1, len(u)):
-            nxt[j + 1] += j * u[j] / 2
-            nxt[j + 3] -= j * u[j] / 2
-        for j, c in enumerate(u):
-            nxt[j + 1] += c / (8 * (j + 1))
-            nxt[j + 3] -= 5 * c / (8 * (j + 3))
-        while nxt and nxt[-1] == 0:
-            nxt.pop()
-        polys.append(nxt)
-    return tuple(tuple(float(c) for c in p) for p in polys)
-
-
-_DEBYE = _debye_polynomials(9)
-#: Smallest order at which the Debye expansion is evaluated (lower orders recur down from it).
-_DEBYE_MIN_ORDER = 30.0
-#: Arguments up to this value use the power series.
-_SERIES_MAX_X = 10.0
-_SERIES_TERMS = 36
-
-
-def _log_ive_series(v: float, x: Tensor) -> Tensor:
-    """``log I_v(x) - x`` from the power series; accurate for ``0 < x <= 10``."""
-    q = 0.25 * x * x
-    term = torch.ones_like(x)
-    total = torch.zeros_like(x)
-    for k in range(1, _SERIES_TERMS + 1):
-        term = term * q / (k * (k + v))
-        total = total + term
-    return v * torch.log(0.5 * x) - math.lgamma(v + 1.0) + torch.log1p(total) - x
-
-
-def _log_ive_debye(nu: float, x: Tensor) -> Tensor:
-    """``log I_nu(x) - x`` from the uniform (Debye) asymptotic expansion in large ``nu``."""
-    s = torch.sqrt(nu * nu + x * x)
-    t = nu / s
-    series = torch.zeros_like(x)
-    for coeffs in reversed(_DEBYE):
-        poly = torch.zeros_like(x)
-        for c in reversed(coeffs):
-            poly = poly * t + c
-        series = series / nu + poly
-    # nu * eta - x, with nu * eta = s + nu log(x / (nu + s)), and s - x = nu^2 / (s + x)
-    scaled_exponent = nu * nu / (s + x) + nu * (torch.log(x) - torch.log(nu + s))
-    return (
-        scaled_exponent - 0.5 * math.log(TWO_PI * nu) - 0.5 * torch.log(s / nu) + torch.log(series)
-    )
-
-
-def _log_ive_and_ratio(v: float, x: Tensor) -> tuple[Tensor, Tensor]:
-    """``log I_v(x) - x`` and ``I_(v+1)(x) / I_v(x)`` for ``x > 0`` (any real ``v >= 0``).
-
-    Small ``x`` (``<= 10``): power series. Larger ``x``: Debye expansion at an order
-    ``N = v + m >= 30`` (``m`` an integer) followed by the downward recurrence
-    ``I_(nu-1) = (2 nu / x) I_nu + I_(nu+1)``, carried as ratios (all terms positive, so stable).
-    """
-    small = x <= _SERIES_MAX_X
-    xs = x.clamp(max=_SERIES_MAX_X)
-    xl = x.clamp(min=_SERIES_MAX_X)
-    # series branch
-    log_s = _log_ive_series(v, xs)
-    ratio_s = torch.exp(_log_ive_series(v + 1.0, xs) - log_s)
-    # asymptotic + recurrence branch
-    steps = max(0, math.ceil(_DEBYE_MIN_ORDER - v))
-    top = v + steps
-    log_l = _log_ive_debye(top, xl)
-    ratio_l = torch.exp(_log_ive_debye(top + 1.0, xl) - log_l)
-    for j in range(steps):
-        nu = top - j
-        q = 2.0 * nu / xl + ratio_l  # = I_(nu-1) / I_nu (x >= 10 here, so no overflow)
-        log_l = log_l + torch.log(q)
-        ratio_l = 1.0 / q
-    return torch.where(small, log_s, log_l), torch.where(small, ratio_s, ratio_l)
-
-
-def _check_order(v: float, who: str) -> float:
-    v = float(v)
-    if not v >= 0.0 or not math.isfinite(v):
-        raise ValueError(f"{who}: expected a finite order v >= 0, got {v!r}")
-    return v
-
-
-def log_bessel_ive(v: float, x: Tensor) -> Tensor:
-    """Log of the exponentially scaled modified Bessel function: ``log I_v(x) - x``.
-
-    .. math:: I_v(x) = \\sum_{k \\ge 0} \\frac{(x/2)^{2k+v}}{k!\\,\\Gamma(k+v+1)}
-
-    For ``x <= 10`` the power series is summed (36 terms). For larger ``x`` the uniform
-    asymptotic expansion of Debye (DLMF 10.41.3, nine terms, polynomials generated exactly) is
-    evaluated at an order ``N >= 30`` that differs from ``v`` by an integer, and the stable
-    downward recurrence ``I_(nu-1)(x) = (2 nu / x) I_nu(x) + I_(nu+1)(x)`` brings it to ``v``.
-    The result is differentiable in ``x`` (autograd) and agrees with ``scipy.special.ive`` to
-    about ``1e-13`` (relative, float64) for ``x`` in ``[1e-6, 1e4]``.
-
-    Arguments:
-        v: the order, a Python float ``>= 0``.
-        x: positive arguments, any shape (values ``<= 0`` are treated as the smallest positive
-            normal number of the dtype).
-
-    Returns:
-        ``log I_v(x) - x``, same shape, dtype and device as ``x``.
-
-    References:
-        NIST Digital Library of Mathematical Functions, sections 10.25, 10.29, 10.41.
-        Amos, "Algorithm 644", ACM TOMS 12 (1986).
-
-    Example:
-        >>> x = torch.tensor([0.5, 50.0], dtype=torch.float64)
-        >>> torch.allclose(log_bessel_ive(0.0, x), torch.special.i0e(x).log())
-        True
-    """
-    v = _check_order(v, "log_bessel_ive")
-    x = x.clamp_min(torch.finfo(x.dtype).tiny)
-    return _log_ive_and_ratio(v, x)[0]
-
-
-def log_bessel_iv(v: float, x: Tensor) -> Tensor:
-    """``log I_v(x)`` for real ``v >= 0`` and ``x > 0``: :func:`log_bessel_ive` plus ``x``.
-
-    Example:
-        >>> x = torch.tensor([1.0, 20.0], dtype=torch.float64)
-        >>> torch.allclose(log_bessel_iv(1.0, x), torch.special.i1(x).log())
-        True
-    """
-    return log_bessel_ive(v, x) + x
-
-
-def bessel_iv_ratio(v: float, x: Tensor) -> Tensor:
-    """``I_(v+1)(x) / I_v(x)`` for real ``v >= 0``, computed without cancellation.
-
-    ``A_p(kappa) = I_(p/2)(kappa) / I_(p/2-1)(kappa)`` is the mean resultant length
-    ``E[<mu, x>]`` of the von Mises-Fisher distribution on ``S^(p-1)``.
-
-    Example:
-        >>> x = torch.tensor([2.0], dtype=torch.float64)
-        >>> torch.allclose(bessel_iv_ratio(0.0, x), torch.special.i1(x) / torch.special.i0(x))
-        True
-    """
-    v = _check_order(v, "bessel_iv_ratio")
-    x = x.clamp_min(torch.finfo(x.dtype).tiny)
-    return _log_ive_and_ratio(v, x)[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -756,86 +599,5 @@ class WrappedNormal(Distribution):
         return space.expmap(mu.expand(*shape, *space.event_shape), u)
 
 
-# --------------------------------------------------------------------------------------------
-# Mixtures
-# --------------------------------------------------------------------------------------------
-class Mixture(Distribution):
-    """Finite mixture ``p(x) = sum_k w_k p_k(x)`` of distributions on one space.
-
-    ``log_prob`` is a log-sum-exp of the components' log-densities plus ``log_softmax`` of the
-    mixture logits; sampling draws a component index per sample (categorical, with the given
-    generator) and takes that component's sample. ``rsample`` is differentiable with respect
-    to the components' parameters, not the weights (the choice is discrete). The context is
-    handed to every component; conditional components must share one ``context_dim``.
-
-    Arguments:
-        components: the component distributions (all on the same space).
-        weights: ``(K,)`` positive mixture weights (normalised; default uniform).
-        learnable: whether the weights are trainable.
-
-    References:
-        McLachlan and Peel, "Finite Mixture Models", Wiley (2000).
-
-    Example:
-        >>> north, south = torch.tensor([0.0, 0.0, 1.0]), torch.tensor([0.0, 0.0, -1.0])
-        >>> mix = Mixture([VonMisesFisher(2, north, 5.0), VonMisesFisher(2, south, 5.0)])
-        >>> mix.sample((4,), generator=torch.Generator().manual_seed(0)).shape
-        torch.Size([4, 3])
-    """
-
-    def __init__(
-        self,
-        components: Sequence[Distribution],
-        weights: Tensor | Sequence[float] | None = None,
-        learnable: bool = True,
-    ):
-        components = list(components)
-        if not components or not all(isinstance(c, Distribution) for c in components):
-            raise ValueError(
-                "Mixture: expected a non-empty sequence of Distribution objects, got "
-                f"{[type(c).__name__ for c in components]}"
-            )
-        space = components[0].space
-        for c in components[1:]:
-            if c.space != space:
-                raise ValueError(
-                    f"Mixture: every component must live on {space!r}, got {c.space!r} ({c.name})"
-                )
-        dims = {c.context_dim for c in components if c.context_dim is not None}
-        if len(dims) > 1:
-            raise ValueError(f"Mixture: components have different context_dim {sorted(dims)}")
-        super().__init__(space, context_dim=dims.pop() if dims else None)
-        k = len(components)
-        dtype = torch.get_default_dtype()
-        w = (
-            torch.full((k,), 1.0 / k, dtype=dtype)
-            if weights is None
-            else torch.as_tensor(weights, dtype=dtype).clone()
-        )
-        if w.shape != (k,) or not bool(torch.isfinite(w).all()) or not bool((w > 0).all()):
-            raise ValueError(f"Mixture: expected {k} positive finite weights, got {w.tolist()}")
-        self.components = nn.ModuleList(components)
-        _register(self, "logits", (w / w.sum()).log(), learnable)
-
-    def extra_repr(self) -> str:
-        return f"{self.space!r}, components={len(self.components)}"
-
-    @property
-    def weights(self) -> Tensor:
-        """Normalised mixture weights ``(K,)``."""
-        return torch.softmax(self.logits, -1)
-
-    def _log_prob(self, x: Tensor, context) -> Tensor:
-        parts = [c._log_prob(x, context) for c in self.components]
-        batch = torch.broadcast_shapes(*(p.shape for p in parts))
-        stacked = torch.stack([p.expand(batch) for p in parts], -1)
-        return torch.logsumexp(stacked + torch.log_softmax(self.logits, -1), -1)
-
-    def _rsample(self, shape, context, generator) -> Tensor:
-        samples = torch.stack([c._rsample(shape, context, generator) for c in self.components])
-        n = math.prod(shape)
-        probs = torch.softmax(self.logits.detach(), -1)
-        idx = torch.multinomial(probs, max(n, 1), replacement=True, generator=generator)[:n]
-        idx = idx.reshape(1, *shape, *([1] * self.space.event_ndim))
-        idx = idx.expand(1, *shape, *self.space.event_shape)
-        return samples.gather(0, idx)[0]
+# The old import path of Mixture (it lives in manifoldflows.distributions.mixture now).
+from .mixture import Mixture  # noqa: E402, F401
