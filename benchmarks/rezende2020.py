@@ -230,10 +230,10 @@ def evaluate(
     neg = -log_w  # log q + u
     log_z_hat, log_z_se = log_partition(log_w)
     return {
-        "kl": float(neg.mean()) + target.log_z,
+        "kl": float(neg.mean()) + target.log_Z,
         "kl_se": float(neg.std() / math.sqrt(n)),
         "ess": float(ess(log_w)),
-        "log_z_error": float(log_z_hat) - target.log_z,
+        "log_z_error": float(log_z_hat) - target.log_Z,
         "log_z_se": float(log_z_se),
     }
 

@@ -69,7 +69,7 @@ def cosine(steps: int):
 def scores(flow, target, n: int, generator: torch.Generator) -> tuple[float, float, float]:
     """KL(q || p) with the exact log Z, its standard error, and the ESS fraction."""
     _, log_w = log_importance_weights(flow, target, n, generator=generator)
-    kl = (-log_w).mean().item() + target.log_z
+    kl = (-log_w).mean().item() + target.log_Z
     return kl, log_w.std().item() / math.sqrt(n), ess(log_w).item()
 
 

@@ -18,8 +18,9 @@ A *target* is an unnormalised density ``p(x) = exp(-u(x)) / Z`` given by its red
 
 Conditional targets (a temperature, a coupling constant, ... per context row) take the
 context of the model: a target receives ``context`` when its energy has a ``context``
-parameter (for objects with a ``context_dim`` attribute: when it is not ``None``). A target
-without one does not depend on the context and is called as ``energy(x)``. The context has the
+parameter. A target without one does not depend on the context and is called as
+``energy(x)``; so does an unconditional ``physics.Energy`` (``context_dim is None``), which
+ignores a context it is given. The context has the
 model's context shape ``(*cbatch, k)`` and the samples ``(n, *cbatch, *event_shape)``, so a
 target broadcasts ``context[..., j]`` against the batch shape ``(n, *cbatch)``.
 
@@ -51,6 +52,14 @@ def _callable_of(target) -> Callable:
     )
 
 
+def _has_context_parameter(fn) -> bool:
+    try:
+        parameters = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    return "context" in parameters
+
+
 def takes_context(target) -> bool:
     """Whether a target's energy depends on (and is called with) the model's context.
 
@@ -63,20 +72,16 @@ def takes_context(target) -> bool:
     """
     if hasattr(target, "context_dim"):
         return target.context_dim is not None
-    fn = _callable_of(target)
-    try:
-        parameters = inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # builtins without a signature
-        return False
-    return "context" in parameters
+    return _has_context_parameter(_callable_of(target))
 
 
 def energy_fn(target) -> Callable[..., Tensor]:
     """Turn a target into a function ``(x, context=None) -> u(x)`` (reduced energy).
 
     Accepts a plain callable or an object with an ``.energy`` method (the ``physics.Energy``
-    protocol). The context reaches the target only when it takes one (see
-    :func:`takes_context`); otherwise the target does not depend on it.
+    protocol). An energy with a ``context`` parameter is returned as it is (an unconditional
+    ``physics.Energy`` ignores a context it is given); one without is wrapped so that it is
+    called as ``energy(x)``: it does not depend on the context.
 
     Example:
         >>> import torch
@@ -85,15 +90,11 @@ def energy_fn(target) -> Callable[..., Tensor]:
         [1.0, 1.0, 1.0]
     """
     fn = _callable_of(target)
-    uses_context = None
+    if _has_context_parameter(fn):
+        return fn
 
     def energy(x: Tensor, context: Tensor | None = None) -> Tensor:
-        nonlocal uses_context
-        if context is None:
-            return fn(x)
-        if uses_context is None:
-            uses_context = takes_context(target)
-        return fn(x, context=context) if uses_context else fn(x)
+        return fn(x)
 
     return energy
 

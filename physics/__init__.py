@@ -2,7 +2,7 @@
 importance-sampling estimates (log Z, free energies, flow-based MCMC)."""
 
 from . import sampling, stratified, toy_manifold
-from .energy import Energy
+from .energy import Energy, TemperatureConditioned
 from .particles import DW4, LJ13, LennardJones, PairDoubleWell, ParticleEnergy, remove_com
 from .regularize import Clip, LinLogCut, RegularizedEnergy
 from .toy import (
@@ -18,6 +18,7 @@ __all__ = [
     "stratified",
     "toy_manifold",
     "Energy",
+    "TemperatureConditioned",
     "DoubleWell",
     "ManyWell",
     "GaussianMixtureEnergy",

@@ -7,8 +7,14 @@ reduced energy ``u``. Each target object has
 * ``space``: the :mod:`manifoldflows.spaces` space it lives on (``Torus(2)`` or ``Sphere(2)``);
 * ``energy(x)``: ``u(x)`` with the batch shape of ``x`` (also ``target(x)``), so it can be
   handed to :func:`manifoldflows.losses.reverse_kl` or :func:`manifoldflows.training.fit`;
-* ``log_prob(x) = -u(x) - log Z``: the normalised log-density;
-* ``log_z``: the exact log-normaliser, in closed form (a float).
+* ``log_prob(x) = -u(x)``: the unnormalised log density, and
+  ``normalized_log_prob(x) = -u(x) - log_Z``;
+* ``log_Z``: the exact log-normaliser, in closed form (a float).
+
+They are :class:`physics.energy.Energy` objects (the one target protocol of
+:mod:`manifoldflows.targets`): the same names and meanings as every other target, forces by
+autograd, and :class:`physics.energy.TemperatureConditioned` turns any of them into a
+temperature-conditioned target (``u / T``).
 
 Volume conventions are those of :mod:`manifoldflows.spaces`: the torus densities are w.r.t. the
 Lebesgue measure on the angle box ``[-pi, pi)^2`` (total volume ``4 pi^2``), the sphere density
@@ -46,7 +52,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from manifoldflows.errors import InvalidInput
 from manifoldflows.spaces import Space, Sphere, Torus
+
+from .energy import Energy
 
 __all__ = [
     "ManifoldTarget",
@@ -115,43 +124,38 @@ def sphere_point(azimuth: float, polar: float) -> tuple[float, float, float]:
     return (s * math.cos(azimuth), s * math.sin(azimuth), math.cos(polar))
 
 
-class ManifoldTarget:
-    """Base class: an unnormalised density ``exp(-u(x))`` on a space with known ``log Z``.
+class ManifoldTarget(Energy):
+    """Base class: an unnormalised density ``exp(-u(x))`` on a manifold with known ``log Z``.
 
-    Subclasses set ``space`` and ``log_z`` and implement :meth:`energy`. Points are assumed to
-    lie on ``space`` (angles in radians for the torus, unit vectors for the sphere); the
-    energies are smooth functions of the ambient coordinates and are evaluated as given.
+    An :class:`~physics.energy.Energy` with ``kT = 1``; subclasses set ``log_Z`` and implement
+    ``_potential(x)``. Points are assumed to lie on ``space`` (angles in radians for the torus,
+    unit vectors for the sphere); the energies are smooth functions of the ambient coordinates
+    and are evaluated as given.
+
+    Arguments:
+        space: the space the density lives on.
 
     Attributes:
         space: the space the density lives on.
-        log_z: exact ``log Z = log int exp(-u) dvol`` (Riemannian volume of ``space``).
+        log_Z: exact ``log Z = log int exp(-u) dvol`` (Riemannian volume of ``space``).
     """
 
-    space: Space
-    log_z: float
+    log_Z: float
 
-    def energy(self, x: Tensor) -> Tensor:
-        """Reduced energy ``u(x) = -log p_unnormalised(x)``, shape ``x.shape[:-1]``."""
-        raise NotImplementedError
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return self.energy(x)
-
-    def log_prob(self, x: Tensor) -> Tensor:
-        """Normalised log-density ``-u(x) - log Z``, shape ``x.shape[:-1]``."""
-        return -self.energy(x) - self.log_z
+    def __init__(self, space: Space):
+        super().__init__(space)
 
     def _check_x(self, x: Tensor) -> None:
         shape = tuple(self.space.event_shape)
         if not isinstance(x, Tensor) or tuple(x.shape[-1:]) != shape:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise ValueError(
+            raise InvalidInput(
                 f"{type(self).__name__}: expected points of {self.space!r} with event shape "
                 f"{shape}, got {got}"
             )
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(log_z={self.log_z:.7f})"
+        return f"{type(self).__name__}(log_Z={self.log_Z:.7f})"
 
 
 def _pair(value, who: str, what: str) -> tuple[float, float]:
@@ -188,21 +192,20 @@ class TorusUnimodal(ManifoldTarget):
 
     Example:
         >>> target = TorusUnimodal()
-        >>> round(target.log_z, 6)
+        >>> round(target.log_Z, 6)
         4.147583
         >>> target.energy(torch.zeros(5, 2)).shape
         torch.Size([5])
     """
 
     def __init__(self, loc: Sequence[float] = (4.18, 5.96), concentration: float = 1.0):
+        super().__init__(Torus(2))
         who = type(self).__name__
         self.loc = _pair(loc, who, "loc")
         self.concentration = _concentration(concentration, who)
-        self.space = Torus(2)
-        self.log_z = 2.0 * (math.log(2.0 * math.pi) + log_bessel_i0(self.concentration))
+        self.log_Z = 2.0 * (math.log(2.0 * math.pi) + log_bessel_i0(self.concentration))
 
-    def energy(self, x: Tensor) -> Tensor:
-        self._check_x(x)
+    def _potential(self, x: Tensor) -> Tensor:
         a, b = self.loc
         return -self.concentration * (torch.cos(x[..., 0] - a) + torch.cos(x[..., 1] - b))
 
@@ -226,7 +229,7 @@ class TorusMultimodal(ManifoldTarget):
 
     Example:
         >>> target = TorusMultimodal()
-        >>> round(target.log_z, 6), len(target.locs)
+        >>> round(target.log_Z, 6), len(target.locs)
         (4.147583, 3)
     """
 
@@ -235,6 +238,7 @@ class TorusMultimodal(ManifoldTarget):
         locs: Sequence[Sequence[float]] = ((0.21, 2.85), (1.89, 6.18), (3.77, 1.56)),
         concentration: float = 1.0,
     ):
+        super().__init__(Torus(2))
         who = type(self).__name__
         try:
             self.locs = tuple(_pair(loc, who, "each centre") for loc in locs)
@@ -243,11 +247,9 @@ class TorusMultimodal(ManifoldTarget):
         if not self.locs:
             raise ValueError(f"{who}: expected at least one centre, got none")
         self.concentration = _concentration(concentration, who)
-        self.space = Torus(2)
-        self.log_z = 2.0 * (math.log(2.0 * math.pi) + log_bessel_i0(self.concentration))
+        self.log_Z = 2.0 * (math.log(2.0 * math.pi) + log_bessel_i0(self.concentration))
 
-    def energy(self, x: Tensor) -> Tensor:
-        self._check_x(x)
+    def _potential(self, x: Tensor) -> Tensor:
         terms = torch.stack(
             [torch.cos(x[..., 0] - a) + torch.cos(x[..., 1] - b) for a, b in self.locs], dim=-1
         )
@@ -270,21 +272,20 @@ class TorusCorrelated(ManifoldTarget):
         Rezende et al. 2020, arXiv:2002.02428.
 
     Example:
-        >>> round(TorusCorrelated().log_z, 6)
+        >>> round(TorusCorrelated().log_Z, 6)
         3.911668
     """
 
     def __init__(self, loc: float = 1.94, concentration: float = 1.0):
+        super().__init__(Torus(2))
         who = type(self).__name__
         self.loc = float(loc)
         if not math.isfinite(self.loc):
             raise ValueError(f"{who}: expected a finite loc, got {loc!r}")
         self.concentration = _concentration(concentration, who)
-        self.space = Torus(2)
-        self.log_z = math.log(4.0 * math.pi**2) + log_bessel_i0(self.concentration)
+        self.log_Z = math.log(4.0 * math.pi**2) + log_bessel_i0(self.concentration)
 
-    def energy(self, x: Tensor) -> Tensor:
-        self._check_x(x)
+    def _potential(self, x: Tensor) -> Tensor:
         return -self.concentration * torch.cos(x[..., 0] + x[..., 1] - self.loc)
 
 
@@ -323,7 +324,7 @@ class SphereMixture(ManifoldTarget):
 
     Example:
         >>> target = SphereMixture()
-        >>> round(target.log_z, 6)
+        >>> round(target.log_Z, 6)
         10.921586
         >>> x = torch.tensor([[0.0, 0.0, 1.0]])
         >>> target.energy(x).shape
@@ -336,6 +337,7 @@ class SphereMixture(ManifoldTarget):
         concentration: float = 10.0,
         third_azimuth: float = 0.5,
     ):
+        super().__init__(Sphere(2))
         who = type(self).__name__
         if centres is None:
             angles = list(PAPER_SPHERE_CENTRES)
@@ -352,22 +354,20 @@ class SphereMixture(ManifoldTarget):
         self.angles = tuple(tuple(float(v) for v in a) for a in angles)
         self.centres = tuple(sphere_point(phi, theta) for phi, theta in self.angles)
         self.concentration = kappa = _concentration(concentration, who)
-        self.space = Sphere(2)
         # log(4 pi sinh(k) / k) written stably: sinh(k) = e^k (1 - e^(-2k)) / 2
         log_one = math.log(2.0 * math.pi / kappa) + kappa + math.log1p(-math.exp(-2.0 * kappa))
-        self.log_z = math.log(len(self.centres)) + log_one
+        self.log_Z = math.log(len(self.centres)) + log_one
 
-    def energy(self, x: Tensor) -> Tensor:
-        self._check_x(x)
+    def _potential(self, x: Tensor) -> Tensor:
         mu = torch.tensor(self.centres, dtype=x.dtype, device=x.device)  # (K, 3)
         return -torch.logsumexp(self.concentration * (x @ mu.T), dim=-1)
 
 
 #: Exact ``log Z`` of the default targets (closed form; see the module docstring).
-LOG_Z_TORUS_UNIMODAL = TorusUnimodal().log_z
-LOG_Z_TORUS_MULTIMODAL = TorusMultimodal().log_z
-LOG_Z_TORUS_CORRELATED = TorusCorrelated().log_z
-LOG_Z_SPHERE_MIXTURE = SphereMixture().log_z
+LOG_Z_TORUS_UNIMODAL = TorusUnimodal().log_Z
+LOG_Z_TORUS_MULTIMODAL = TorusMultimodal().log_Z
+LOG_Z_TORUS_CORRELATED = TorusCorrelated().log_Z
+LOG_Z_SPHERE_MIXTURE = SphereMixture().log_Z
 
 
 def rezende2020_targets() -> dict[str, ManifoldTarget]:
