@@ -37,6 +37,8 @@ MODULES = (
     "functional",
     "presets",
     "losses",
+    "estimators",
+    "targets",
     "training",
     "datasets",
     "plotting",
