@@ -5,12 +5,15 @@ from __future__ import annotations
 import itertools
 import math
 import operator
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from .errors import InvalidInput
-from .spaces import Space
+
+if TYPE_CHECKING:  # spaces import positive_int from here: no import cycle at run time
+    from .spaces import Space
 
 __all__ = [
     "all_finite",

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import operator
-
 import torch
 from torch import Tensor
 
+from .._checks import positive_int
 from .base import Space
 
 __all__ = ["Image"]
-
-
-def _positive_int(owner: str, what: str, value: object) -> int:
-    try:
-        out = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        out = None
-    if isinstance(value, bool) or out is None or out < 1:
-        raise ValueError(f"{owner}: expected a positive integer {what}, got {value!r}")
-    return out
 
 
 class Image(Space):
@@ -45,9 +34,9 @@ class Image(Space):
     """
 
     def __init__(self, channels: int, height: int, width: int):
-        self.channels = _positive_int("Image", "number of channels", channels)
-        self.height = _positive_int("Image", "height", height)
-        self.width = _positive_int("Image", "width", width)
+        self.channels = positive_int(channels, "number of channels", "Image")
+        self.height = positive_int(height, "height", "Image")
+        self.width = positive_int(width, "width", "Image")
         self.event_shape = (self.channels, self.height, self.width)
         self.dim = self.channels * self.height * self.width
 

@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._checks import positive_int
 from ..core import Transform
 from ..errors import SpaceMismatch
 from ..functional.affine import affine, affine_inverse, soft_clamp
@@ -51,8 +52,8 @@ def _image(owner: str, channels: int, height: int, width: int) -> Image:
     """Build ``Image(channels, height, width)``, naming ``owner`` in the error message."""
     try:
         return Image(channels, height, width)
-    except ValueError as err:
-        raise ValueError(f"{owner}: {err}") from None
+    except ValueError as err:  # InvalidInput from positive_int
+        raise type(err)(f"{owner}: {err}") from None
 
 
 def _hidden(owner: str, hidden: int | Sequence[int]) -> tuple[int, ...]:
@@ -124,9 +125,7 @@ class Squeeze(Transform):
     def __init__(self, channels: int, height: int, width: int, factor: int = 2):
         name = type(self).__name__
         domain = _image(name, channels, height, width)
-        if isinstance(factor, bool) or int(factor) != factor or factor < 1:
-            raise ValueError(f"{name}: expected a positive integer factor, got {factor!r}")
-        f = int(factor)
+        f = positive_int(factor, "factor", name)
         if height % f or width % f:
             raise ValueError(
                 f"{name}: expected height and width divisible by {f} (each {f}x{f} block of "

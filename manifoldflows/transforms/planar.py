@@ -31,13 +31,13 @@ References:
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._checks import positive_int
 from ..functional import planar as kernels
 from ..functional.affine import soft_clamp
 from ..spaces import Euclidean
@@ -56,20 +56,10 @@ LOG_SCALE_BOUND = 5.0
 SYLVESTER_KINDS = ("orthogonal", "householder", "triangular")
 
 
-def _positive_int(owner: str, name: str, value: object) -> int:
-    try:
-        number = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        number = None
-    if isinstance(value, bool) or number is None or number < 1:
-        raise ValueError(f"{owner}: expected {name} to be a positive integer, got {value!r}")
-    return number
-
-
 def _check_hidden(owner: str, hidden: object) -> tuple[int, ...]:
     if not isinstance(hidden, Sequence) or isinstance(hidden, str):
         raise ValueError(f"{owner}: expected hidden to be a sequence of sizes, got {hidden!r}")
-    return tuple(_positive_int(owner, "every hidden size", h) for h in hidden)
+    return tuple(positive_int(h, "hidden size", owner) for h in hidden)
 
 
 class _ResidualFlow(ContextShiftedParameters):
@@ -90,7 +80,7 @@ class _ResidualFlow(ContextShiftedParameters):
         owner = type(self).__name__
         d = _check_features(owner, features)
         if context_dim is not None:
-            context_dim = _positive_int(owner, "context_dim", context_dim)
+            context_dim = positive_int(context_dim, "context_dim", owner)
         hidden = _check_hidden(owner, hidden)
         super().__init__(Euclidean(d), context_dim=context_dim)
         self.features = d
@@ -351,7 +341,7 @@ class SylvesterFlow(_ResidualFlow):
         m = (
             d
             if num_ortho_vectors is None
-            else _positive_int(owner, "num_ortho_vectors", num_ortho_vectors)
+            else positive_int(num_ortho_vectors, "num_ortho_vectors", owner)
         )
         if m > d:
             raise ValueError(
@@ -379,7 +369,7 @@ class SylvesterFlow(_ResidualFlow):
             k = (
                 d
                 if num_householder is None
-                else _positive_int(owner, "num_householder", num_householder)
+                else positive_int(num_householder, "num_householder", owner)
             )
             raw["householder"] = torch.randn(k, d, generator=generator)
         if m > 1:
