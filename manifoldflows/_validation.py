@@ -68,6 +68,11 @@ def validation(enabled: bool) -> Iterator[None]:
 
 
 def _get(self) -> bool:
+    """Whether this object checks its inputs and outputs on public calls.
+
+    ``True``/``False`` when set on the object, otherwise (``None``, the default) the
+    package-wide switch :func:`manifoldflows.set_validation`.
+    """
     own = self.__dict__.get("_validate")
     return _enabled if own is None else own
 
@@ -87,10 +92,4 @@ def validate_flag() -> property:
     Reads the object's own setting when one was given, else the package-wide switch; assigning
     ``True``/``False`` pins it, ``None`` makes the object follow the switch again.
     """
-    return property(
-        _get,
-        _set,
-        doc="Run the input/output checks on public calls: the object's own setting (``True``/"
-        "``False``) or, when ``None`` (the default), the package-wide switch "
-        "(:func:`manifoldflows.set_validation`).",
-    )
+    return property(_get, _set)
