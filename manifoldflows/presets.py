@@ -9,15 +9,21 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from ._checks import positive_int
 from .core import Chain, Flow, Inverse, Transform
-from .distributions import ImageStandardNormal, StandardNormal, Uniform
-from .spaces import Sphere, Torus
+from .distributions import (
+    Distribution,
+    ImageStandardNormal,
+    ProductDistribution,
+    StandardNormal,
+    Uniform,
+)
+from .spaces import Euclidean, Product, Space, Sphere, Torus
 from .stochastic import HMC, AnnealedEnergy, MetropolisHastings, OverdampedLangevin
-from .transforms.autoregressive import MaskedAffineAutoregressive, MaskedSplineAutoregressive
-from .transforms.circular import CircularElementwise, make_circle_map
-from .transforms.coupling import AffineCoupling, SplineCoupling
-from .transforms.flowpp import LogisticMixtureCoupling
+from .transforms.autoregressive import MaskedAutoregressive
+from .transforms.coupling import AffineCoupling, Coupling, SplineCoupling, as_space
 from .transforms.linear import RandomPermutation, Reverse
+from .transforms.maps import DeepSigmoidalMap, MapSpec
 from .transforms.multiscale import (
     ActNorm2d,
     AffineCoupling2d,
@@ -25,9 +31,9 @@ from .transforms.multiscale import (
     SplitPrior,
     Squeeze,
 )
-from .transforms.neural_autoregressive import NeuralAutoregressive
 from .transforms.normalization import ActNorm
 from .transforms.planar import PlanarFlow, SylvesterFlow
+from .transforms.pointwise import Elementwise
 from .transforms.residual import InvertibleResidual
 from .transforms.sphere import (
     ExpMapRadial,
@@ -35,12 +41,13 @@ from .transforms.sphere import (
     RecursiveSphereFlow,
     SphereRotation,
 )
-from .transforms.torus import TorusAutoregressive, TorusCoupling
 
 __all__ = [
-    "coupling_flow",
+    "default_base",
+    "build_flow",
     "alternate_halves",
     "autoregressive_orders",
+    "coupling_masks",
     "RealNVP",
     "NSF",
     "MAF",
@@ -57,6 +64,13 @@ __all__ = [
     "SphereFlow",
     "SNF",
 ]
+
+PERMUTATIONS = ("random", "reverse", "none")
+
+
+def _check_permute(permute: str, who: str) -> None:
+    if permute not in PERMUTATIONS:
+        raise ValueError(f"{who}: permute must be 'random', 'reverse' or 'none', got {permute!r}")
 
 
 def stack(
@@ -78,10 +92,8 @@ def stack(
         actnorm: put an :class:`~manifoldflows.transforms.ActNorm` before every block.
         seed: seed of the random permutations (reproducible architectures).
     """
-    if layers < 1:
-        raise ValueError(f"stack: expected at least one layer, got {layers}")
-    if permute not in ("random", "reverse", "none"):
-        raise ValueError(f"stack: permute must be 'random', 'reverse' or 'none', got {permute!r}")
+    layers = positive_int(layers, "number of layers", "stack")
+    _check_permute(permute, "stack")
     generator = torch.Generator().manual_seed(seed)
     parts: list[Transform] = []
     for i in range(layers):
@@ -115,8 +127,7 @@ def autoregressive_orders(
     random order per layer (the first keeps the natural order), ``"none"`` keeps the natural
     order everywhere. Folding the permutation into the masks saves a copy per layer.
     """
-    if permute not in ("random", "reverse", "none"):
-        raise ValueError(f"permute must be 'random', 'reverse' or 'none', got {permute!r}")
+    _check_permute(permute, "autoregressive_orders")
     generator = torch.Generator().manual_seed(seed)
     natural = torch.arange(1, features + 1)
     orders: list[torch.Tensor | None] = []
@@ -130,79 +141,169 @@ def autoregressive_orders(
     return orders
 
 
-def coupling_flow(
-    features: int,
-    coupling: Callable[..., Transform],
-    *,
-    layers: int,
-    permute: str = "random",
-    actnorm: bool = False,
-    seed: int = 0,
-    **options,
-) -> Flow:
-    """A standard-normal flow of ``layers`` coupling blocks ``coupling(features, **options)``.
+def coupling_masks(features: int, i: int) -> torch.Tensor:
+    """Transformed coordinates of coupling ``i`` on a space without permutation layers.
 
-    Blocks are separated by permutations (see :func:`stack`) or, with ``permute="none"``,
-    alternate the half they transform (see :func:`alternate_halves`).
+    Halves, then the other half, then odd and even positions, so every pair of coordinates
+    interacts within four layers (the masks of the torus and product presets).
     """
+    index = torch.arange(features)
+    half = index >= features // 2
+    odd = index % 2 == 1
+    masks = (half, ~half) if features == 2 else (half, ~half, odd, ~odd)
+    return masks[i % len(masks)]
 
-    def block(i: int) -> Transform:
-        return coupling(features, swap=alternate_halves(permute, i), **options)
 
-    chain = stack(features, block, layers, permute=permute, actnorm=actnorm, seed=seed)
-    return Flow(StandardNormal(features), chain)
+def default_base(space: Space) -> Distribution:
+    """The base distribution presets put on ``space``.
+
+    Standard normal on ``R^d``, uniform on compact spaces (intervals, tori, spheres), and the
+    product of those on a :class:`~manifoldflows.spaces.Product`.
+
+    Example:
+        >>> import math
+        >>> from manifoldflows.spaces import Euclidean, Interval, Product, Torus
+        >>> default_base(Product(Euclidean(2), Interval(0, math.pi, 1), Torus(3))).space.dim
+        6
+    """
+    if isinstance(space, Product):
+        return ProductDistribution([default_base(s) for s in space.spaces])
+    if space.event_ndim == 1 and space == Euclidean(space.ambient_dim):
+        return StandardNormal(space.ambient_dim)
+    if space.is_compact:
+        return Uniform(space)
+    raise ValueError(
+        f"default_base: no default base distribution on {space!r}; build the Flow with a base "
+        "of your choice"
+    )
 
 
-def RealNVP(
-    features: int,
+def build_flow(
+    space: Space | int,
+    map: MapSpec,
     *,
+    layers: int = 4,
+    autoregressive: bool = False,
+    mode: str = "maf",
     context_dim: int | None = None,
-    layers: int = 8,
-    hidden: Sequence[int] = (128, 128),
+    hidden: Sequence[int] = (64, 64),
     activation: str = "relu",
     actnorm: bool = False,
-    permute: str = "random",
+    permute: str | None = None,
     seed: int = 0,
+    who: str = "build_flow",
+    **map_options,
 ) -> Flow:
+    """The one builder behind the coupling and autoregressive presets, on any space.
+
+    On ``R^d``: ``layers`` coupling blocks (:class:`~manifoldflows.transforms.Coupling`)
+    separated by permutations (``permute="random"``, ``"reverse"``, or ``"none"``: the blocks
+    alternate halves), or with ``autoregressive=True`` masked autoregressive blocks whose MADE
+    orders replace the permutations (``mode="maf"``: one-pass density, ``"iaf"``: one-pass
+    sampling); ``actnorm`` puts an ActNorm before every block. On any other space (tori,
+    intervals, products of lines, intervals and circles) the couplings use
+    :func:`coupling_masks` instead of permutations, and each coordinate gets the map ``map``
+    resolves to for its kind; a one-dimensional space gets element-wise layers (conditioned on
+    the context if ``context_dim`` is given). The base is :func:`default_base`.
+
+    Arguments:
+        space: a :class:`~manifoldflows.spaces.Space` or an integer ``d`` for ``R^d``.
+        map: element-wise map (see :class:`~manifoldflows.transforms.Coupling`).
+        layers: number of blocks.
+        autoregressive: autoregressive blocks instead of couplings.
+        mode: ``"maf"`` or ``"iaf"`` (autoregressive blocks).
+        context_dim: context size for a conditional flow.
+        hidden: hidden sizes of the conditioners.
+        activation: activation of the conditioners.
+        actnorm: ActNorm before every block (``R^d`` only; initialise it with
+            :func:`~manifoldflows.transforms.initialize_actnorm` or by maximum-likelihood
+            ``fit``).
+        permute: ``"random"``, ``"reverse"`` or ``"none"`` (default: ``"random"`` for
+            couplings, ``"reverse"`` for autoregressive blocks).
+        seed: seed of random permutations and orders.
+        who: name used in error messages (presets pass their own).
+        **map_options: options of the element-wise maps (``bins``, ``bound``, ...).
+
+    Example:
+        >>> import math
+        >>> from manifoldflows.spaces import Euclidean, Interval, Product, Torus
+        >>> space = Product(Euclidean(3), Interval(0, math.pi, 2), Torus(4))
+        >>> flow = build_flow(space, "spline", layers=2, hidden=(16,), bins=4)
+        >>> x, log_q = flow.sample_and_log_prob((5,))
+        >>> torch.allclose(flow.log_prob(x), log_q, atol=1e-4)
+        True
+    """
+    space = as_space(space, who)
+    layers = positive_int(layers, "number of layers", who)
+    if permute is None:
+        permute = "reverse" if autoregressive else "random"
+    _check_permute(permute, who)
+    d = space.ambient_dim
+    options = dict(context_dim=context_dim, hidden=hidden, activation=activation, **map_options)
+    euclidean = space == Euclidean(d)
+    if actnorm and not euclidean:
+        raise ValueError(f"{who}: actnorm=True needs R^d, got {space!r}")
+
+    if autoregressive:
+        orders = autoregressive_orders(d, layers, permute, seed)
+
+        def block(i: int) -> Transform:
+            return MaskedAutoregressive(space, map, mode=mode, order=orders[i], **options)
+
+    elif d == 1:
+
+        def block(i: int) -> Transform:
+            return Elementwise(space, map, **options)
+
+    elif euclidean:
+
+        def block(i: int) -> Transform:
+            return Coupling(space, map, swap=alternate_halves(permute, i), **options)
+
+    else:
+
+        def block(i: int) -> Transform:
+            return Coupling(space, map, mask=coupling_masks(d, i), **options)
+
+    if euclidean and not autoregressive and d > 1:
+        chain = stack(d, block, layers, permute=permute, actnorm=actnorm, seed=seed)
+    else:
+        chain = stack(d, block, layers, permute="none", actnorm=actnorm)
+    return Flow(default_base(space), chain)
+
+
+def RealNVP(space: Space | int, *, layers: int = 8, hidden=(128, 128), **options) -> Flow:
     """Affine-coupling flow (Dinh et al. 2016, RealNVP, arXiv:1605.08803).
+
+    ``options``: see :func:`build_flow` (``context_dim``, ``activation``, ``actnorm``,
+    ``permute``, ``seed``, ``scale_bound``).
 
     Example:
         >>> flow = RealNVP(2, layers=2, hidden=(16,))
         >>> flow.sample((5,)).shape
         torch.Size([5, 2])
     """
-
-    return coupling_flow(
-        features,
-        AffineCoupling,
-        layers=layers,
-        permute=permute,
-        actnorm=actnorm,
-        seed=seed,
-        context_dim=context_dim,
-        hidden=hidden,
-        activation=activation,
-    )
+    return build_flow(space, "affine", layers=layers, hidden=hidden, who="RealNVP", **options)
 
 
 def NSF(
-    features: int,
+    space: Space | int,
     *,
-    context_dim: int | None = None,
-    layers: int = 4,
-    hidden: Sequence[int] = (64, 64),
     bins: int = 8,
     bound: float = 5.0,
     autoregressive: bool = False,
-    activation: str = "relu",
-    actnorm: bool = False,
-    permute: str = "random",
-    seed: int = 0,
+    **options,
 ) -> Flow:
     """Neural Spline Flow with rational-quadratic splines (Durkan et al. 2019, arXiv:1906.04032).
 
     Coupling layers by default; ``autoregressive=True`` gives the MAF-style (one-pass density)
-    variant. Splines act on ``[-bound, bound]`` and are the identity outside.
+    variant. On ``R^d`` splines act on ``[-bound, bound]`` and are the identity outside; on an
+    interval they map the interval onto itself, on angles they are circular splines (Rezende et
+    al. 2020), so ``NSF(Product(Euclidean(3), Interval(0, pi, 2), Torus(4)))`` is a flow on
+    bonds, angles and torsions. Every slope is softly bounded (``slope_bound``, default 20), so
+    deep stacks stay invertible. ``options``: see :func:`build_flow` (``layers`` (4),
+    ``hidden`` ((64, 64)), ``context_dim``, ``mode``, ``actnorm``, ``permute``, ``seed``,
+    ``slope_bound``, ``shift`` for circular splines).
 
     Example:
         >>> flow = NSF(2, layers=2, hidden=(16,), context_dim=1)
@@ -210,66 +311,19 @@ def NSF(
         >>> x.shape, log_q.shape
         (torch.Size([3, 2]), torch.Size([3]))
     """
-    if autoregressive:
-        orders = autoregressive_orders(features, layers, permute, seed)
-
-        def block(i: int) -> Transform:
-            return MaskedSplineAutoregressive(
-                features,
-                bins=bins,
-                bound=bound,
-                context_dim=context_dim,
-                hidden=hidden,
-                activation=activation,
-                mode="maf",
-                order=orders[i],
-            )
-
-        chain = stack(features, block, layers, permute="none", actnorm=actnorm)
-        return Flow(StandardNormal(features), chain)
-    if features < 2:
+    space = as_space(space, "NSF")
+    if space.ambient_dim < 2 and space == Euclidean(1) and not autoregressive:
         raise ValueError("NSF: coupling needs features >= 2; use autoregressive=True for 1-D")
-    return coupling_flow(
-        features,
-        SplineCoupling,
-        layers=layers,
-        permute=permute,
-        actnorm=actnorm,
-        seed=seed,
-        bins=bins,
-        bound=bound,
-        context_dim=context_dim,
-        hidden=hidden,
-        activation=activation,
+    if any(c.kind == "real" for c in space.coordinates):
+        options["bound"] = bound
+    return build_flow(
+        space, "spline", bins=bins, autoregressive=autoregressive, who="NSF", **options
     )
 
 
 def _affine_autoregressive(mode: str, name: str):
-    def preset(
-        features: int,
-        *,
-        context_dim: int | None = None,
-        layers: int = 5,
-        hidden: Sequence[int] = (64, 64),
-        activation: str = "relu",
-        actnorm: bool = False,
-        permute: str = "reverse",
-        seed: int = 0,
-    ) -> Flow:
-        orders = autoregressive_orders(features, layers, permute, seed)
-
-        def block(i: int) -> Transform:
-            return MaskedAffineAutoregressive(
-                features,
-                mode=mode,
-                context_dim=context_dim,
-                hidden=hidden,
-                activation=activation,
-                order=orders[i],
-            )
-
-        chain = stack(features, block, layers, permute="none", actnorm=actnorm)
-        return Flow(StandardNormal(features), chain)
+    def preset(space: Space | int, *, layers: int = 5, **options) -> Flow:
+        return build_flow(space, "affine", layers=layers, autoregressive=True, mode=mode, **options)
 
     preset.__name__ = preset.__qualname__ = name
     return preset
@@ -280,7 +334,7 @@ MAF.__doc__ = """Masked Autoregressive Flow (Papamakarios et al. 2017, arXiv:170
 
     Affine MADE layers whose parameters are computed from the data side: ``log_prob`` is one
     pass per layer, sampling is sequential. Successive layers use reversed (or random, with
-    ``permute="random"``) autoregressive orders.
+    ``permute="random"``) autoregressive orders. ``options``: see :func:`build_flow`.
 
     Example:
         >>> flow = MAF(3, layers=2, hidden=(16,))
@@ -293,7 +347,8 @@ IAF.__doc__ = """Inverse Autoregressive Flow (Kingma et al. 2016, arXiv:1606.049
 
     Affine MADE layers whose parameters are computed from the latent side: sampling (and
     ``sample_and_log_prob``) is one pass per layer, ``log_prob`` of given data is sequential.
-    The natural choice for reverse-KL training against an energy.
+    The natural choice for reverse-KL training against an energy. ``options``: see
+    :func:`build_flow`.
 
     Example:
         >>> flow = IAF(3, layers=2, hidden=(16,))
@@ -453,66 +508,39 @@ def ResidualFlow(
 
 
 def NAF(
-    features: int,
+    space: Space | int,
     *,
-    context_dim: int | None = None,
-    layers: int = 4,
-    hidden: Sequence[int] = (64, 64),
     sigmoid_units: int = 8,
     sigmoid_layers: int = 1,
     mode: str = "maf",
-    activation: str = "relu",
-    actnorm: bool = False,
-    permute: str = "reverse",
-    seed: int = 0,
+    **options,
 ) -> Flow:
     """Neural Autoregressive Flow with deep sigmoidal transformers (Huang et al. 2018,
     arXiv:1804.00779).
 
-    ``layers`` :class:`~manifoldflows.transforms.NeuralAutoregressive` blocks separated by
-    permutations. In ``mode="maf"`` ``log_prob`` is closed form (one MADE pass per layer) and
-    sampling inverts every coordinate numerically (``d`` passes per layer, each a bracketed
-    Newton/bisection root find); ``mode="iaf"`` is the mirror image.
+    Autoregressive blocks with :class:`~manifoldflows.transforms.maps.DeepSigmoidalMap`s, whose
+    MADE orders alternate. In ``mode="maf"`` ``log_prob`` is closed form (one MADE pass per
+    layer) and sampling inverts every coordinate numerically (``d`` passes per layer, each a
+    bracketed Newton/bisection root find); ``mode="iaf"`` is the mirror image. ``options``:
+    see :func:`build_flow`.
 
     Example:
         >>> flow = NAF(2, layers=2, hidden=(16,), sigmoid_units=4)
         >>> flow.log_prob(torch.randn(3, 2)).shape
         torch.Size([3])
     """
-
-    def block(i: int) -> Transform:
-        return NeuralAutoregressive(
-            features,
-            sigmoid_units=sigmoid_units,
-            sigmoid_layers=sigmoid_layers,
-            mode=mode,
-            context_dim=context_dim,
-            hidden=hidden,
-            activation=activation,
-        )
-
-    chain = stack(features, block, layers, permute=permute, actnorm=actnorm, seed=seed)
-    return Flow(StandardNormal(features), chain)
+    analytic = "inverse" if mode == "maf" else "forward"
+    dsf = DeepSigmoidalMap(sigmoid_units, sigmoid_layers, analytic=analytic)
+    return build_flow(space, dsf, autoregressive=True, mode=mode, who="NAF", **options)
 
 
-def FlowPP(
-    features: int,
-    *,
-    context_dim: int | None = None,
-    layers: int = 4,
-    hidden: Sequence[int] = (64, 64),
-    components: int = 8,
-    activation: str = "relu",
-    actnorm: bool = False,
-    permute: str = "random",
-    seed: int = 0,
-) -> Flow:
+def FlowPP(space: Space | int, *, components: int = 8, **options) -> Flow:
     """Flow++-style coupling flow on ``R^d`` (Ho et al. 2019, arXiv:1902.00275).
 
-    ``layers`` :class:`~manifoldflows.transforms.LogisticMixtureCoupling` layers (alternating
-    halves, permutations between): ``log_prob`` is closed form, sampling solves each coupling
-    numerically. (Flow++'s variational dequantization and attention conditioners are not part
-    of this preset.)
+    Coupling layers with logistic-mixture CDF maps
+    (:class:`~manifoldflows.transforms.maps.LogisticMixtureMap`): ``log_prob`` is closed form,
+    sampling solves each coupling numerically. (Flow++'s variational dequantization and
+    attention conditioners are not part of this preset.) ``options``: see :func:`build_flow`.
 
     Example:
         >>> flow = FlowPP(2, layers=2, hidden=(16,), components=4, context_dim=1)
@@ -520,21 +548,9 @@ def FlowPP(
         >>> flow.log_prob(x, context=torch.zeros(1)).shape
         torch.Size([3])
     """
-    if features < 2:
-        raise ValueError(f"FlowPP: coupling layers need features >= 2, got {features}")
-
-    return coupling_flow(
-        features,
-        LogisticMixtureCoupling,
-        layers=layers,
-        permute=permute,
-        actnorm=actnorm,
-        seed=seed,
-        components=components,
-        context_dim=context_dim,
-        hidden=hidden,
-        activation=activation,
-    )
+    if as_space(space, "FlowPP").ambient_dim < 2:
+        raise ValueError(f"FlowPP: coupling layers need features >= 2, got {space}")
+    return build_flow(space, "logistic_mixture", components=components, who="FlowPP", **options)
 
 
 def Planar(
@@ -619,74 +635,16 @@ def Sylvester(
     return Flow(StandardNormal(features), stack(features, block, layers, permute="none"))
 
 
-def _torus_mask(features: int, i: int) -> torch.Tensor:
-    """Transformed angles of the ``i``-th torus coupling: halves, then alternating parities."""
-    index = torch.arange(features)
-    half = index >= features // 2
-    odd = index % 2 == 1
-    masks = (half, ~half) if features == 2 else (half, ~half, odd, ~odd)
-    return masks[i % len(masks)]
-
-
-def _torus_flow(
-    who: str,
-    n: int,
-    circle_map: str,
-    map_options: dict,
-    *,
-    context_dim: int | None,
-    layers: int,
-    hidden: Sequence[int],
-    activation: str,
-    autoregressive: bool,
-    mode: str,
-) -> Flow:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{who}: expected a positive integer number of angles n, got {n!r}")
-    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-        raise ValueError(f"{who}: expected a positive integer number of layers, got {layers!r}")
-    options = dict(context_dim=context_dim, hidden=hidden, activation=activation)
-    blocks: list[Transform] = []
-    if n == 1:  # nothing to condition on: elementwise (optionally context-conditional) maps
-        for _ in range(layers):
-            blocks.append(
-                CircularElementwise(1, make_circle_map(circle_map, **map_options), **options)
-            )
-    elif autoregressive:
-        for order in autoregressive_orders(n, layers, "reverse"):
-            blocks.append(
-                TorusAutoregressive(n, circle_map, mode=mode, order=order, **options, **map_options)
-            )
-    else:
-        for i in range(layers):
-            blocks.append(
-                TorusCoupling(n, circle_map, mask=_torus_mask(n, i), **options, **map_options)
-            )
-    return Flow(Uniform(Torus(n)), Chain(*blocks))
-
-
-def TorusNSF(
-    n: int,
-    *,
-    context_dim: int | None = None,
-    layers: int = 4,
-    bins: int = 8,
-    hidden: Sequence[int] = (64, 64),
-    autoregressive: bool = False,
-    mode: str = "maf",
-    shift: bool = True,
-    activation: str = "relu",
-) -> Flow:
+def TorusNSF(n: int, *, bins: int = 8, shift: bool = True, **options) -> Flow:
     """Circular neural spline flow on the torus ``T^n`` (Rezende et al. 2020, arXiv:2002.02428).
 
-    Base: the uniform distribution on ``Torus(n)`` (density ``(2 pi)^-n`` w.r.t. the angle box).
-    Layers: circular rational-quadratic splines with ``bins`` bins (and a learnable rotation
+    ``NSF(Torus(n))``: a uniform base on ``Torus(n)`` (density ``(2 pi)^-n`` w.r.t. the angle
+    box) and circular rational-quadratic splines with ``bins`` bins (and a learnable rotation
     when ``shift``) whose parameters come from conditioners that see ``(cos, sin)`` of other
-    angles: :class:`~manifoldflows.transforms.TorusCoupling` layers (transformed halves, then
-    alternating parities, so every pair of angles interacts) or, with ``autoregressive=True``,
-    :class:`~manifoldflows.transforms.TorusAutoregressive` layers in alternating orders
-    (``mode="maf"``: one-pass density, ``"iaf"``: one-pass sampling). For ``n = 1`` the layers
-    are elementwise circular splines, conditioned on the context if ``context_dim`` is given.
+    angles: couplings with alternating masks, or with ``autoregressive=True`` autoregressive
+    layers in alternating orders (``mode="maf"``: one-pass density, ``"iaf"``: one-pass
+    sampling). For ``n = 1`` the layers are element-wise circular splines, conditioned on the
+    context if ``context_dim`` is given. ``options``: see :func:`build_flow`.
 
     Example:
         >>> flow = TorusNSF(2, layers=2, bins=4, hidden=(16,))
@@ -694,32 +652,12 @@ def TorusNSF(
         >>> x.shape, torch.allclose(flow.log_prob(x), log_q, atol=1e-4)
         (torch.Size([5, 2]), True)
     """
-    return _torus_flow(
-        "TorusNSF",
-        n,
-        "spline",
-        {"bins": bins, "shift": shift},
-        context_dim=context_dim,
-        layers=layers,
-        hidden=hidden,
-        activation=activation,
-        autoregressive=autoregressive,
-        mode=mode,
-    )
+    space = Torus(positive_int(n, "number of angles n", "TorusNSF"))
+    return build_flow(space, "spline", bins=bins, shift=shift, who="TorusNSF", **options)
 
 
 def TorusMoebius(
-    n: int,
-    *,
-    context_dim: int | None = None,
-    layers: int = 4,
-    components: int = 4,
-    hidden: Sequence[int] = (64, 64),
-    autoregressive: bool = False,
-    mode: str = "maf",
-    shift: bool = True,
-    max_radius: float = 0.99,
-    activation: str = "relu",
+    n: int, *, components: int = 4, shift: bool = True, max_radius: float = 0.99, **options
 ) -> Flow:
     """Moebius flow on the torus ``T^n`` (Rezende et al. 2020, arXiv:2002.02428).
 
@@ -735,18 +673,9 @@ def TorusMoebius(
         >>> torch.allclose(flow.log_prob(x), log_q, atol=1e-4)
         True
     """
-    return _torus_flow(
-        "TorusMoebius",
-        n,
-        "moebius",
-        {"components": components, "shift": shift, "max_radius": max_radius},
-        context_dim=context_dim,
-        layers=layers,
-        hidden=hidden,
-        activation=activation,
-        autoregressive=autoregressive,
-        mode=mode,
-    )
+    space = Torus(positive_int(n, "number of angles n", "TorusMoebius"))
+    moebius = dict(components=components, shift=shift, max_radius=max_radius)
+    return build_flow(space, "moebius", **moebius, who="TorusMoebius", **options)
 
 
 SPHERE_FLOW_KINDS = ("recursive", "moebius", "expmap")

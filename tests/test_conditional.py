@@ -13,9 +13,9 @@ import torch
 from manifoldflows import presets
 from manifoldflows.core import Flow
 from manifoldflows.errors import InvalidInput
+from manifoldflows.spaces import Euclidean, Interval, Product, Torus
 from manifoldflows.testing import perturb_parameters
 from manifoldflows.training import fit
-from manifoldflows.transforms import AdditiveCoupling
 
 CONTEXT_DIM = 2
 FEATURES = 3  # odd, so coupling splits are uneven
@@ -36,8 +36,16 @@ CASES: dict[str, Callable[[int | None], Flow]] = {
     "FlowPP": lambda c: presets.FlowPP(
         FEATURES, context_dim=c, layers=2, hidden=(16,), components=4
     ),
-    "coupling_flow": lambda c: presets.coupling_flow(
-        FEATURES, AdditiveCoupling, layers=3, context_dim=c, hidden=(16,)
+    "build_flow": lambda c: presets.build_flow(
+        FEATURES, "additive", layers=3, context_dim=c, hidden=(16,)
+    ),
+    "build_flow-product": lambda c: presets.build_flow(
+        Product(Euclidean(1), Interval(0.0, 3.0, 1), Torus(1)),
+        "spline",
+        layers=2,
+        context_dim=c,
+        hidden=(16,),
+        bins=4,
     ),
     "Glow": lambda c: presets.Glow(1, 4, 4, levels=2, steps=1, hidden=8, context_dim=c),
     # manifold presets obey the same contract

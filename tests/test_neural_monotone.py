@@ -16,12 +16,13 @@ from manifoldflows.functional.monotonic import (
     safeguarded_newton,
 )
 from manifoldflows.presets import NAF, FlowPP
+from manifoldflows.spaces import Coordinate
 from manifoldflows.testing import perturb_parameters
 from manifoldflows.transforms import LogisticMixtureCoupling, NeuralAutoregressive
-from manifoldflows.transforms.monotone import (
+from manifoldflows.transforms.maps import (
     DeepSigmoidalMap,
     LogisticMixtureMap,
-    make_monotone_map,
+    make_map,
 )
 
 MAPS = {
@@ -138,7 +139,7 @@ def test_maps_are_strictly_increasing_and_finite_everywhere(name, dtype, device)
         x = _grid(dtype, device)
         params = _params(m, x.shape[:0], dtype, device, scale=1.5)  # one map for the whole grid
         for step in (m.forward, m.inverse):
-            y, ld = step(x, params)
+            y, ld = step(x, m.unpack(params))
             assert torch.isfinite(y).all() and torch.isfinite(ld).all()
             diffs = y.diff()
             assert (diffs > 0).all() if dtype == torch.float64 else (diffs >= 0).all()
@@ -152,7 +153,7 @@ def test_logabsdet_matches_autograd(name, direction, dtype, device):
         m = _map(name, analytic)
         x = torch.linspace(-6.0, 6.0, 241, dtype=dtype, device=device)
         params = _params(m, x.shape, dtype, device, seed=3)
-        _, ld, d = _deriv(lambda v, m=m, p=params: getattr(m, direction)(v, p), x)
+        _, ld, d = _deriv(lambda v, m=m, p=params: getattr(m, direction)(v, m.unpack(p)), x)
         assert (d > 0).all()
         tol = 1e-9 if dtype == torch.float64 else 2e-3
         torch.testing.assert_close(ld, torch.log(d), atol=tol, rtol=tol)
@@ -166,8 +167,8 @@ def test_round_trips_including_extreme_inputs(name, dtype, device):
         m = _map(name, analytic)
         params = _params(m, x.shape, dtype, device, seed=5)
         for first, second in ((m.forward, m.inverse), (m.inverse, m.forward)):
-            y, ld = first(x, params)
-            x2, ld2 = second(y, params)
+            y, ld = first(x, m.unpack(params))
+            x2, ld2 = second(y, m.unpack(params))
             torch.testing.assert_close(x2, x, atol=tol, rtol=tol)
             torch.testing.assert_close(ld + ld2, torch.zeros_like(ld), atol=10 * tol, rtol=0)
 
@@ -199,7 +200,7 @@ def test_extreme_parameters_give_finite_values_and_gradients(name, dtype, device
             params = raw.to(dtype=dtype, device=device).requires_grad_(True)
             for step in (m.forward, m.inverse):
                 x = x0.clone().requires_grad_(True)
-                y, ld = step(x, params)
+                y, ld = step(x, m.unpack(params))
                 assert torch.isfinite(y).all() and torch.isfinite(ld).all()
                 gx, gp = torch.autograd.grad((y * 0.1).sum() + ld.sum(), (x, params))
                 assert torch.isfinite(gx).all() and torch.isfinite(gp).all()
@@ -210,12 +211,12 @@ def test_zero_parameters_give_a_well_conditioned_map_with_distinct_components(na
     m = _map(name)
     x = torch.linspace(-20.0, 20.0, 101, dtype=torch.float64, device=device)
     params = torch.zeros(*x.shape, m.params_per_dim, dtype=torch.float64, device=device)
-    y, ld = m.forward(x, params)
+    y, ld = m.forward(x, m.unpack(params))
     assert (ld > math.log(0.5)).all() and (ld < math.log(2.0)).all()
     assert (y - x).abs().max() < 2.0
     # The components receive different gradients, so training can separate them.
     params.requires_grad_(True)
-    (grad,) = torch.autograd.grad(m.inverse(x + 0.5, params)[1].sum(), params)
+    (grad,) = torch.autograd.grad(m.inverse(x + 0.5, m.unpack(params))[1].sum(), params)
     k = m.components if name == "mixture" else m.hidden
     per_component = grad[..., k : 2 * k] if name == "mixture" else grad[..., :k]
     assert per_component.std(dim=-1).max() > 1e-3
@@ -226,7 +227,7 @@ def test_single_component_maps_are_the_identity_at_zero():
     for m in (LogisticMixtureMap(1), DeepSigmoidalMap(1, depth=3)):
         params = torch.zeros(5, m.params_per_dim, dtype=torch.float64)
         for step in (m.forward, m.inverse):
-            y, ld = step(x, params)
+            y, ld = step(x, m.unpack(params))
             torch.testing.assert_close(y, x, atol=1e-9, rtol=1e-12)
             torch.testing.assert_close(ld, torch.zeros_like(ld), atol=1e-9, rtol=0)
 
@@ -265,13 +266,13 @@ def test_constructors_reject_bad_arguments():
         LogisticMixtureMap(3, iterations=0)
     with pytest.raises(ValueError, match="FlowPP"):
         FlowPP(1)
-    assert isinstance(make_monotone_map("deep_sigmoidal", hidden=3), DeepSigmoidalMap)
-    assert make_monotone_map("logistic_mixture", components=2).params_per_dim == 8
+    assert isinstance(make_map("deep_sigmoidal", Coordinate("real"), hidden=3), DeepSigmoidalMap)
+    assert make_map("logistic_mixture", Coordinate("real"), components=2).params_per_dim == 8
 
 
 def test_layer_directions_follow_the_mode():
-    assert NeuralAutoregressive(2, hidden=(8,)).monotone_map.analytic == "inverse"
-    assert NeuralAutoregressive(2, hidden=(8,), mode="iaf").monotone_map.analytic == "forward"
+    assert NeuralAutoregressive(2, hidden=(8,)).elementwise_map.analytic == "inverse"
+    assert NeuralAutoregressive(2, hidden=(8,), mode="iaf").elementwise_map.analytic == "forward"
     layer = NeuralAutoregressive(3, hidden=(16,), mode="iaf", sigmoid_units=3)
     perturb_parameters(layer, 0.3, torch.Generator().manual_seed(0))
     x = torch.randn(6, 3, dtype=torch.float32)

@@ -5,6 +5,7 @@ from .directional import VonMises, VonMisesFisher, WrappedNormal
 from .image import ImageStandardNormal
 from .mixture import Mixture
 from .normal import DiagNormal, GaussianMixture, StandardNormal
+from .product import ProductDistribution
 from .quasirandom import QuasiRandomSampler
 from .uniform import Uniform
 
@@ -20,4 +21,5 @@ __all__ = [
     "WrappedNormal",
     "Mixture",
     "QuasiRandomSampler",
+    "ProductDistribution",
 ]

@@ -13,7 +13,12 @@ from torch import Tensor
 
 from ..errors import InvalidInput
 from .monotonic import monotone_inverse
-from .splines import bin_knots, knot_derivatives, rational_quadratic_spline_from_knots
+from .splines import (
+    bin_knots,
+    bounded_spline_parameters,
+    knot_derivatives,
+    rational_quadratic_spline_from_knots,
+)
 
 __all__ = ["wrap"]
 
@@ -242,6 +247,7 @@ def circular_rational_quadratic_spline(
     min_bin_height: float = 1e-3,
     min_derivative: float = 1e-3,
     max_derivative: float = 1e3,
+    slope_bound: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Circular rational-quadratic spline: a ``C^1`` diffeomorphism of the circle.
 
@@ -273,6 +279,10 @@ def circular_rational_quadratic_spline(
         min_bin_width, min_bin_height: smallest bin as a fraction of ``2 pi``, ``<= 1/K``.
         min_derivative: smallest knot derivative, in ``(0, 1)``.
         max_derivative: largest knot derivative, ``> 1``.
+        slope_bound: if given, ``B > 1``: raw parameters are softly bounded
+            (:func:`~manifoldflows.functional.splines.bounded_spline_parameters`) and the knot
+            derivatives are ``exp`` of bounded values, so every slope lies in ``[1/B, B]``
+            (``min_derivative`` and ``max_derivative`` are then not used).
 
     Returns:
         ``(y, log|dy/dx|)`` elementwise, or with ``inverse`` ``(x, log|dx/dy|)``.
@@ -300,13 +310,20 @@ def circular_rational_quadratic_spline(
             f"shape (..., K), got {tuple(widths.shape)}, {tuple(heights.shape)}, "
             f"{tuple(derivatives.shape)}"
         )
+    if slope_bound is not None:
+        widths, heights, log_d = bounded_spline_parameters(
+            widths, heights, derivatives, slope_bound
+        )
+        free = torch.exp(log_d)
+    else:
+        if not max_derivative > 1.0:
+            raise InvalidInput(
+                "circular_rational_quadratic_spline: expected max_derivative > 1, got "
+                f"{max_derivative}"
+            )
+        free = knot_derivatives(derivatives, min_derivative).clamp(max=max_derivative)
     knot_x = bin_knots(widths, -math.pi, math.pi, min_bin_width)
     knot_y = bin_knots(heights, -math.pi, math.pi, min_bin_height)
-    if not max_derivative > 1.0:
-        raise InvalidInput(
-            f"circular_rational_quadratic_spline: expected max_derivative > 1, got {max_derivative}"
-        )
-    free = knot_derivatives(derivatives, min_derivative).clamp(max=max_derivative)
     knot_d = torch.cat([free, free[..., :1]], dim=-1)  # periodic: d_K = d_0
     y, log_deriv = rational_quadratic_spline_from_knots(
         wrap(x), knot_x, knot_y, knot_d, inverse=inverse

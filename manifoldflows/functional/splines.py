@@ -52,12 +52,15 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..errors import InvalidInput
+from .affine import soft_clamp
 
 __all__ = [
     "bin_knots",
     "knot_derivatives",
+    "bounded_spline_parameters",
     "rational_quadratic_spline_from_knots",
     "rational_quadratic_spline",
+    "interval_rational_quadratic_spline",
 ]
 
 
@@ -117,6 +120,52 @@ def knot_derivatives(unnormalized: Tensor, min_derivative: float = 1e-3) -> Tens
         )
     offset = math.log(math.expm1(1.0 - min_derivative))
     return min_derivative + F.softplus(unnormalized + offset)
+
+
+def bounded_spline_parameters(
+    widths: Tensor, heights: Tensor, derivatives: Tensor, slope_bound: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Softly bound raw spline parameters so that every slope lies in ``[1/B, B]``.
+
+    A conditioner can output anything; unbounded raw widths, heights and derivatives give slopes
+    of ``1e-3`` next to ``1e3`` and a stack of such layers loses every digit of its inverse. This
+    squashes each raw value smoothly (``x / (1 + |x| / b)``, slope 1 at 0, so all-zero raw
+    parameters still give the identity spline) before the usual normalisation:
+
+    * raw widths and heights into ``(-b_w, b_w)`` with ``b_w = log(B) / 4``: the softmax then
+      makes any two bin sizes differ by less than ``B^(1/2)``, so the bin slopes ``h_k / w_k``
+      lie in ``(1/B, B)``;
+    * raw derivatives into ``(-b_d, b_d)`` with ``b_d = log(B)``, returned as
+      ``log``-derivatives ready for ``exp``.
+
+    (Zuko's monotonic RQ transform bounds its raw parameters in the same spirit.)
+
+    Args:
+        widths, heights: ``(..., K)`` raw bin sizes.
+        derivatives: ``(..., M)`` raw knot derivatives.
+        slope_bound: ``B > 1``.
+
+    Returns:
+        ``(widths, heights, log_derivatives)``, bounded.
+
+    Example:
+        >>> w, h, ld = bounded_spline_parameters(
+        ...     torch.tensor([1e6, -1e6]), torch.zeros(2), torch.tensor([1e6]), 100.0
+        ... )
+        >>> bool(w.abs().max() < math.log(100.0) / 4), bool(ld.exp() < 100.0)
+        (True, True)
+    """
+    if not slope_bound > 1.0:
+        raise InvalidInput(
+            f"bounded_spline_parameters: expected slope_bound > 1, got {slope_bound}"
+        )
+    log_bound = math.log(slope_bound)
+    size_bound = 0.25 * log_bound
+    return (
+        soft_clamp(widths, size_bound),
+        soft_clamp(heights, size_bound),
+        soft_clamp(derivatives, log_bound),
+    )
 
 
 def _gather(params: Tensor, index: Tensor) -> Tensor:
@@ -244,6 +293,7 @@ def rational_quadratic_spline(
     min_bin_width: float = 1e-3,
     min_bin_height: float = 1e-3,
     min_derivative: float = 1e-3,
+    slope_bound: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""Monotone RQ spline on ``[-bound, bound]`` with identity tails (Durkan et al. 2019).
 
@@ -269,6 +319,12 @@ def rational_quadratic_spline(
         min_bin_width: smallest bin width as a fraction of ``2 bound``, ``<= 1/K``.
         min_bin_height: smallest bin height as a fraction of ``2 bound``, ``<= 1/K``.
         min_derivative: smallest interior derivative, in ``(0, 1)``.
+        slope_bound: if given, ``B > 1``: the raw parameters are softly bounded first
+            (:func:`bounded_spline_parameters`), the interior derivatives are
+            ``exp(log-derivative)`` in ``(1/B, B)`` and every slope of the map stays within
+            ``[1/B, B]`` whatever the raw values, which keeps deep stacks invertible to many
+            digits. ``None`` keeps the unbounded parameterisation (derivatives from
+            :func:`knot_derivatives`).
 
     The leading dimensions of the parameters must broadcast against ``x.shape``.
 
@@ -302,9 +358,15 @@ def rational_quadratic_spline(
     if not bound > 0.0:
         raise InvalidInput(f"rational_quadratic_spline: expected bound > 0, got {bound}")
 
+    if slope_bound is None:
+        inner_d = knot_derivatives(derivatives, min_derivative)
+    else:
+        widths, heights, log_d = bounded_spline_parameters(
+            widths, heights, derivatives, slope_bound
+        )
+        inner_d = torch.exp(log_d)
     knot_x = bin_knots(widths, -bound, bound, min_bin_width)
     knot_y = bin_knots(heights, -bound, bound, min_bin_height)
-    inner_d = knot_derivatives(derivatives, min_derivative)
     one = inner_d.new_ones(*inner_d.shape[:-1], 1)
     knot_d = torch.cat([one, inner_d, one], dim=-1)
 
@@ -315,3 +377,73 @@ def rational_quadratic_spline(
     y = torch.where(inside, y, x)
     logabsdet = torch.where(inside, logabsdet, torch.zeros_like(logabsdet))
     return y, logabsdet
+
+
+def interval_rational_quadratic_spline(
+    x: Tensor,
+    widths: Tensor,
+    heights: Tensor,
+    derivatives: Tensor,
+    *,
+    low: float,
+    high: float,
+    inverse: bool = False,
+    slope_bound: float = 20.0,
+    min_bin_width: float = 1e-3,
+    min_bin_height: float = 1e-3,
+) -> tuple[Tensor, Tensor]:
+    r"""Monotone RQ spline mapping the interval ``[low, high]`` onto itself.
+
+    The end knots are ``(low, low)`` and ``(high, high)``; all ``K + 1`` knot derivatives are
+    free (the ends too, so the density may vanish or peak at the boundary), each in
+    ``(1/B, B)``, and the raw parameters are softly bounded by
+    :func:`bounded_spline_parameters`, so every slope lies within ``[1/B, B]`` whatever the
+    conditioner outputs. All-zero raw parameters give the identity. Used for bond angles in
+    ``(0, pi)`` and any other bounded coordinate.
+
+    Args:
+        x: ``(...)`` points of the interval (outputs when ``inverse``).
+        widths, heights: ``(..., K)`` raw bin sizes.
+        derivatives: ``(..., K + 1)`` raw knot derivatives.
+        low, high: the interval, finite, ``low < high``.
+        inverse: evaluate the inverse map.
+        slope_bound: ``B > 1``.
+        min_bin_width, min_bin_height: smallest bin as a fraction of ``high - low``.
+
+    Returns:
+        ``(y, log|dy/dx|)`` elementwise, or with ``inverse`` ``(x, log|dx/dy|)``.
+
+    References:
+        C. Durkan, A. Bekasov, I. Murray, G. Papamakarios, "Neural Spline Flows",
+        NeurIPS 2019, arXiv:1906.04032.
+
+    Example:
+        >>> x = torch.tensor([0.0, 1.0, math.pi], dtype=torch.float64)
+        >>> w, h, d = torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 5)
+        >>> w, h, d = w.double(), h.double(), d.double()
+        >>> y, ld = interval_rational_quadratic_spline(x, w, h, d, low=0.0, high=math.pi)
+        >>> y[0].item(), y[2].item() == math.pi
+        (0.0, True)
+        >>> x2, _ = interval_rational_quadratic_spline(
+        ...     y, w, h, d, low=0.0, high=math.pi, inverse=True
+        ... )
+        >>> torch.allclose(x2, x)
+        True
+    """
+    k = widths.shape[-1]
+    if heights.shape[-1] != k or derivatives.shape[-1] != k + 1:
+        raise InvalidInput(
+            "interval_rational_quadratic_spline: expected widths and heights of shape (..., K) "
+            f"and derivatives of shape (..., K + 1), got {tuple(widths.shape)}, "
+            f"{tuple(heights.shape)}, {tuple(derivatives.shape)}"
+        )
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise InvalidInput(
+            f"interval_rational_quadratic_spline: expected finite low < high, got {low}, {high}"
+        )
+    widths, heights, log_d = bounded_spline_parameters(widths, heights, derivatives, slope_bound)
+    knot_x = bin_knots(widths, low, high, min_bin_width)
+    knot_y = bin_knots(heights, low, high, min_bin_height)
+    return rational_quadratic_spline_from_knots(
+        x, knot_x, knot_y, torch.exp(log_d), inverse=inverse
+    )

@@ -33,34 +33,32 @@ def hidden_degrees(features: int, hidden: Sequence[int], conditional: bool) -> l
 def made_masks(
     order: Tensor,
     hidden: Sequence[int],
-    outputs_per_input: int,
-    param_major: bool = False,
+    output_coordinates: Tensor,
     conditional: bool = False,
+    input_coordinates: Tensor | None = None,
 ) -> list[Tensor]:
     """Connectivity masks for MADE.
 
     Arguments:
-        order: ``(d,)`` degrees of the inputs, a permutation of ``1..d``.
+        order: ``(d,)`` degrees of the coordinates, a permutation of ``1..d``.
         hidden: hidden layer sizes.
-        outputs_per_input: ``P``, outputs per input coordinate; output ``(i, p)`` has degree
-            ``order[i]``.
-        param_major: lay outputs out as ``p * d + i`` (all first parameters, then all second
-            ones, ...) instead of ``i * P + p``.
+        output_coordinates: ``(R,)`` the coordinate each output row parameterises; row ``r``
+            has degree ``order[output_coordinates[r]]`` and sees inputs of lower degree.
         conditional: whether a context feeds the first hidden layer (see
             :func:`hidden_degrees`).
+        input_coordinates: ``(F,)`` the coordinate each input feature belongs to (an embedding
+            may give a coordinate several features); default one feature per coordinate.
 
     Returns:
         One ``(out, in)`` 0/1 mask per linear layer.
     """
     d = order.numel()
-    degrees = [order, *hidden_degrees(d, hidden, conditional)]
+    inputs = torch.arange(d) if input_coordinates is None else input_coordinates
+    degrees = [order[inputs], *hidden_degrees(d, hidden, conditional)]
     masks = [
         (deg_out[:, None] >= deg_in[None, :]) for deg_in, deg_out in zip(degrees[:-1], degrees[1:])
     ]
-    if param_major:
-        out_degrees = order.repeat(outputs_per_input)
-    else:
-        out_degrees = order.repeat_interleave(outputs_per_input)
+    out_degrees = order[output_coordinates]
     masks.append(out_degrees[:, None] > degrees[-1][None, :])
     return [m.to(torch.get_default_dtype()) for m in masks]
 
@@ -97,23 +95,26 @@ class MaskedLinear(nn.Linear):
 
 
 class MADE(nn.Module):
-    """Autoregressive network: outputs ``(..., d, P)``, row ``i`` depends on ``x_j`` with
-    ``order[j] < order[i]`` and on the context.
+    """Autoregressive network: output rows of coordinate ``i`` depend only on the coordinates
+    ``j`` with ``order[j] < order[i]`` and on the context.
 
     Arguments:
-        features: input dimension ``d``.
-        outputs_per_input: ``P``.
+        features: number of coordinates ``d``.
+        outputs: either ``P``, outputs per coordinate (the output then has shape
+            ``(..., d, P)``), or a sequence giving for each output row the coordinate it belongs
+            to (flat output ``(..., R)``; autoregressive layers pass the rows of their
+            :class:`~manifoldflows.nn.conditioner.ParameterLayout`).
         hidden: hidden layer sizes (each should be at least ``d - 1``).
         context_dim: context features, fed (unmasked) into the first hidden layer.
-        order: input degrees, a permutation of ``1..d`` (default ``1..d``).
+        order: coordinate degrees, a permutation of ``1..d`` (default ``1..d``).
         activation: activation name.
-        zero_last: zero-initialise the output layer.
-        param_major: store the ``P`` parameters of all coordinates in ``P`` contiguous blocks, so
-            that ``out[..., p]`` is a cheap view (good for small ``P`` such as affine maps).
-        embedding: optional module mapping ``(..., d)`` inputs to ``(..., d * m)`` features whose
-            columns ``m i .. m (i + 1) - 1`` depend on input ``i`` only (e.g. the periodic
-            ``[cos, sin]`` embedding of angles); those columns share input ``i``'s degree.
-        embedding_width: ``m``, features per input produced by ``embedding``.
+        zero_last: zero-initialise the output layer's weights.
+        embedding: optional module mapping ``(..., d)`` inputs to conditioner features whose
+            ``feature_coordinate`` buffer names the coordinate of each feature and whose
+            ``embed_one(i, x_i)`` embeds one coordinate (a
+            :class:`~manifoldflows.nn.embedding.CoordinateEmbedding`: ``(cos, sin)`` of angles,
+            rescaled intervals, ...).
+        initial_bias: initial value of the output bias (default zeros).
 
     Example:
         >>> made = MADE(3, 2, hidden=(16,))
@@ -124,16 +125,15 @@ class MADE(nn.Module):
     def __init__(
         self,
         features: int,
-        outputs_per_input: int,
+        outputs: int | Sequence[int] | Tensor,
         hidden: Sequence[int] = (64, 64),
         *,
         context_dim: int | None = None,
-        order: Tensor | None = None,
+        order: Tensor | Sequence[int] | None = None,
         activation: str = "relu",
         zero_last: bool = True,
-        param_major: bool = False,
         embedding: nn.Module | None = None,
-        embedding_width: int = 1,
+        initial_bias: Tensor | None = None,
     ):
         super().__init__()
         name = type(self).__name__
@@ -144,13 +144,19 @@ class MADE(nn.Module):
             raise ValueError(
                 f"{name}: order must be a permutation of 1..{features}, got {order.tolist()}"
             )
-        self.features, self.outputs_per_input = features, outputs_per_input
-        self.param_major = bool(param_major)
+        self.features = features
+        if isinstance(outputs, int):
+            self.outputs_per_input: int | None = outputs
+            rows = torch.arange(features).repeat_interleave(outputs)
+        else:
+            self.outputs_per_input = None
+            rows = torch.as_tensor(outputs, dtype=torch.long)
         self.register_buffer("order", order.clone())
+        self.register_buffer("output_coordinates", rows, persistent=False)
+        self.embedding = embedding
+        inputs = None if embedding is None else embedding.feature_coordinate.cpu()
         conditional = context_dim is not None
-        masks = made_masks(order, hidden, outputs_per_input, self.param_major, conditional)
-        self.embedding, self.embedding_width = embedding, int(embedding_width)
-        masks[0] = masks[0].repeat_interleave(self.embedding_width, dim=1)
+        masks = made_masks(order, hidden, rows, conditional, inputs)
         for i, degrees in enumerate(hidden_degrees(features, hidden, conditional)):
             self.register_buffer(f"_degrees{i}", degrees, persistent=False)
         self.layers = nn.ModuleList(MaskedLinear(m) for m in masks)
@@ -161,12 +167,14 @@ class MADE(nn.Module):
         if zero_last:
             nn.init.zeros_(self.layers[-1].weight)
             nn.init.zeros_(self.layers[-1].bias)
+        if initial_bias is not None:
+            with torch.no_grad():
+                self.layers[-1].bias.copy_(initial_bias)
 
     def _shape_output(self, h: Tensor) -> Tensor:
-        d, p = self.features, self.outputs_per_input
-        if self.param_major:
-            return h.unflatten(-1, (p, d)).transpose(-1, -2)
-        return h.unflatten(-1, (d, p))
+        if self.outputs_per_input is None:
+            return h
+        return h.unflatten(-1, (self.features, self.outputs_per_input))
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         h = self.layers[0](x if self.embedding is None else self.embedding(x))
@@ -180,37 +188,40 @@ class MADE(nn.Module):
         self,
         x: Tensor,
         context: Tensor | None,
-        step: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]],
+        step: Callable[[int, Tensor, Tensor], tuple[Tensor, Tensor]],
     ) -> tuple[Tensor, Tensor]:
-        """Solve ``out_i = step(x_i, theta_i(out_<i))`` coordinate by coordinate.
+        """Solve ``out_i = step(i, x_i, theta_i(out_<i))`` coordinate by coordinate.
 
         This is the sequential direction of an autoregressive flow (sampling for MAF, density
         evaluation for IAF). Instead of ``d`` full network passes it exploits the masks:
 
-        * the first layer's pre-activation is updated by a rank-one term per solved coordinate;
+        * the first layer's pre-activation is updated by a rank-one term (rank ``w`` for a
+          coordinate embedded in ``w`` features) per solved coordinate;
         * hidden units are sorted by degree, and the parameters of a coordinate of degree ``k``
           only need the units of degree ``< k`` in every hidden layer (a leading block of the
           sorted weight matrices), so early coordinates are cheap;
         * only the output rows of the coordinate being solved are evaluated.
 
         Arguments:
-            x: ``(..., d)`` inputs of the elementwise maps.
+            x: ``(..., d)`` inputs of the element-wise maps.
             context: context or ``None``.
-            step: ``(x_i, params_i) -> (out_i, logabsdet_i)`` with ``x_i`` of shape ``(...)``
-                and ``params_i`` of shape ``(..., P)``.
+            step: ``(i, x_i, params_i) -> (out_i, logabsdet_i)`` with ``x_i`` of shape ``(...)``
+                and ``params_i`` the ``(..., R_i)`` output rows of coordinate ``i``, in order.
 
         Returns:
             ``(out, logabsdet)`` with ``out`` like ``x`` and the logdet summed over coordinates.
         """
-        d, p = self.features, self.outputs_per_input
+        d = self.features
         hidden_layers = len(self.layers) - 1
         degrees = [getattr(self, f"_degrees{i}") for i in range(hidden_layers)]
         sort = [torch.argsort(deg, stable=True) for deg in degrees]
         sorted_degrees = [deg[idx] for deg, idx in zip(degrees, sort)]
-        # Weights with hidden units in degree order (rows: this layer, columns: previous layer);
-        # the first layer's as (d, m, H): the m embedding columns of each input.
-        m = self.embedding_width
-        w_first_t = self.layers[0].masked_weight()[sort[0]].t().reshape(d, m, -1).contiguous()
+        # First layer with hidden units in degree order, transposed: (features, H).
+        w_first_t = self.layers[0].masked_weight()[sort[0]].t()
+        if self.embedding is None:
+            columns = [[i] for i in range(d)]
+        else:
+            columns = [self.embedding.feature_columns(i) for i in range(d)]
         pre = self.layers[0].bias[sort[0]]
         if self.context_layer is not None and context is not None:
             pre = pre + self.context_layer(context)[..., sort[0]]
@@ -232,6 +243,7 @@ class MADE(nn.Module):
             torch.searchsorted(sd, self.order[coordinates], right=False).tolist()
             for sd in sorted_degrees
         ]
+        rows = self._rows_by_coordinate()
         outputs: list[Tensor | None] = [None] * d
         total = None
         for k, i in enumerate(coordinates.tolist()):
@@ -239,18 +251,30 @@ class MADE(nn.Module):
             h = self.activation(pre[..., : n[0]])
             for l, (w, b) in enumerate(middle, start=1):
                 h = self.activation(F.linear(h, w[: n[l], : n[l - 1]], b[: n[l]]))
-            rows = slice(i, None, d) if self.param_major else slice(i * p, (i + 1) * p)
-            params = F.linear(h, w_last[rows, : n[-1]], b_last[rows])
-            out, logdet = step(x[..., i], params)
+            params = F.linear(h, w_last[rows[i], : n[-1]], b_last[rows[i]])
+            out, logdet = step(i, x[..., i], params)
             outputs[i] = out
             total = logdet if total is None else total + logdet
-            features = out.unsqueeze(-1)
-            if self.embedding is not None:
-                features = self.embedding(features)
-            if m == 1 and in_place:
-                pre.addcmul_(features, w_first_t[i, 0])
-            elif m == 1:
-                pre = torch.addcmul(pre, features, w_first_t[i, 0])
+            if len(columns[i]) == 1 and self.embedding is None:
+                features, weight = out.unsqueeze(-1), w_first_t[columns[i][0]]
             else:
-                pre = pre + features @ w_first_t[i]
+                features = self.embedding.embed_one(i, out)
+                weight = w_first_t[columns[i]]
+            if weight.dim() == 1 and in_place:
+                pre.addcmul_(features, weight)
+            elif weight.dim() == 1:
+                pre = torch.addcmul(pre, features, weight)
+            else:
+                pre = pre + features @ weight
         return torch.stack(outputs, dim=-1), total
+
+    def _rows_by_coordinate(self) -> list[Tensor | slice]:
+        """Output rows of each coordinate (slices when contiguous, else index tensors)."""
+        out: list[Tensor | slice] = []
+        for i in range(self.features):
+            idx = (self.output_coordinates == i).nonzero().flatten()
+            if idx.numel() and int(idx[-1] - idx[0]) + 1 == idx.numel():
+                out.append(slice(int(idx[0]), int(idx[-1]) + 1))
+            else:
+                out.append(idx)
+        return out

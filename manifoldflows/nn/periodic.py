@@ -105,11 +105,12 @@ class PeriodicMADE(MADE):
     def __init__(
         self, features: int, outputs_per_input: int, hidden: Sequence[int] = (64, 64), **options
     ):
+        import math
+
+        from ..spaces.base import Coordinate
+        from .embedding import CoordinateEmbedding  # (embedding builds on this module)
+
+        angles = [Coordinate("angle", -math.pi, math.pi)] * features
         super().__init__(
-            features,
-            outputs_per_input,
-            hidden,
-            embedding=PeriodicEmbedding(1),
-            embedding_width=2,
-            **options,
+            features, outputs_per_input, hidden, embedding=CoordinateEmbedding(angles), **options
         )

@@ -12,13 +12,44 @@ a layer is measured between the orthonormal tangent bases returned by :meth:`Spa
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from ..errors import InvalidInput
 
-__all__ = ["Space"]
+__all__ = ["Space", "Coordinate", "COORDINATE_KINDS"]
+
+#: What a coordinate can be: a real number, a number in a bounded interval, an angle in
+#: ``[-pi, pi)``, or one ambient coordinate of an embedded manifold (a sphere's x, y, z), which
+#: conditioners read as it is but no element-wise map can move on its own.
+COORDINATE_KINDS = ("real", "interval", "angle", "embedded")
+
+
+@dataclass(frozen=True)
+class Coordinate:
+    """One coordinate of a space's points, as conditioners and element-wise maps see it.
+
+    ``kind`` (one of :data:`COORDINATE_KINDS`) decides which element-wise maps can act on it
+    (``manifoldflows.transforms.maps``) and how a conditioner reads it
+    (:class:`~manifoldflows.nn.embedding.CoordinateEmbedding`: identity for real and embedded
+    coordinates, rescaled to ``[-1, 1]`` on a bounded interval, ``(cos, sin)`` for angles).
+
+    Example:
+        >>> Coordinate("interval", 0.0, 3.0)
+        Coordinate(kind='interval', low=0.0, high=3.0)
+    """
+
+    kind: str
+    low: float = -math.inf
+    high: float = math.inf
+
+    def __post_init__(self) -> None:
+        if self.kind not in COORDINATE_KINDS:
+            raise ValueError(
+                f"Coordinate: kind must be one of {COORDINATE_KINDS}, got {self.kind!r}"
+            )
 
 
 def _all_finite(x: Tensor) -> bool:
@@ -67,6 +98,31 @@ class Space:
     def ambient_dim(self) -> int:
         """Number of coordinates of one point (the product of ``event_shape``)."""
         return math.prod(self.event_shape)
+
+    @property
+    def coordinates(self) -> tuple[Coordinate, ...]:
+        """What each of the ``ambient_dim`` coordinates of a point is (see :class:`Coordinate`).
+
+        A space that provides this (and element-wise maps for its kinds) gets couplings,
+        autoregressive layers and presets for free. Products concatenate their factors'.
+        """
+        raise NotImplementedError(
+            f"{self!r} does not describe its coordinates, so coupling and autoregressive layers "
+            "cannot act on it"
+        )
+
+    def embed(self, x: Tensor) -> Tensor:
+        """Conditioner features of points ``x``: identity on ``R^d``, ``(cos, sin)`` of angles,
+        intervals rescaled to ``[-1, 1]``, the point itself on spheres; products concatenate.
+
+        Example:
+            >>> from manifoldflows.spaces import Euclidean, Product, Torus
+            >>> Product(Euclidean(1), Torus(1)).embed(torch.tensor([2.0, 0.0])).tolist()
+            [2.0, 1.0, 0.0]
+        """
+        from ..nn.embedding import coordinate_embedding  # nn builds on spaces, not the reverse
+
+        return coordinate_embedding(self.coordinates)(x)
 
     def batch_shape(self, x: Tensor) -> torch.Size:
         """Leading (batch) dimensions of ``x``."""

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..errors import InvalidInput
 from ..functional.circle import wrap
-from .base import Space
+from .base import Coordinate, Space
 
 __all__ = ["Torus", "Circle"]
 
@@ -62,6 +62,10 @@ class Torus(Space):
 
     def __repr__(self) -> str:
         return f"Torus({self.n})"
+
+    @property
+    def coordinates(self) -> tuple[Coordinate, ...]:
+        return (Coordinate("angle", -math.pi, math.pi),) * self.n
 
     # ----------------------------------------------------------------- points
     def tolerance(self, dtype: torch.dtype) -> float:

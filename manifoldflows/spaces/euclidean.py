@@ -9,7 +9,7 @@ from torch import Tensor
 
 from ..errors import InvalidInput
 from ..functional.elementwise import interval_to_real, real_to_interval
-from .base import Space
+from .base import Coordinate, Space
 
 __all__ = ["Euclidean", "Interval"]
 
@@ -37,6 +37,10 @@ class Euclidean(Space):
 
     def __repr__(self) -> str:
         return f"Euclidean({self.d})"
+
+    @property
+    def coordinates(self) -> tuple[Coordinate, ...]:
+        return (Coordinate("real"),) * self.d
 
     def random(self, shape=(), *, dtype=None, device=None, generator=None) -> Tensor:
         return torch.randn(*shape, self.d, dtype=dtype, device=device, generator=generator)
@@ -107,6 +111,12 @@ class Interval(Euclidean):
                 f"got {int((~inside).sum())} point(s) outside, with offending values in "
                 f"[{bad.min().item():g}, {bad.max().item():g}]"
             )
+
+    @property
+    def coordinates(self) -> tuple[Coordinate, ...]:
+        if self.low == -math.inf and self.high == math.inf:
+            return (Coordinate("real"),) * self.d
+        return (Coordinate("interval", self.low, self.high),) * self.d
 
     def projx(self, x: Tensor) -> Tensor:
         return x.clamp(self.low, self.high)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvalidInput
-from .base import Space
+from .base import Coordinate, Space
 
 __all__ = ["Product"]
 
@@ -45,6 +45,10 @@ class Product(Space):
 
     def __repr__(self) -> str:
         return "Product(" + ", ".join(repr(s) for s in self.spaces) + ")"
+
+    @property
+    def coordinates(self) -> tuple[Coordinate, ...]:
+        return sum((s.coordinates for s in self.spaces), ())
 
     def split(self, x: Tensor) -> list[Tensor]:
         """Split a point (or tangent vector) into its components."""

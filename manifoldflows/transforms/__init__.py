@@ -1,6 +1,7 @@
 """Invertible layers. Each maps ``domain -> codomain`` and returns ``(y, logdet)``."""
 
 from ..core import Chain, Inverse, Transform
+from . import maps
 from .autoregressive import (
     MaskedAffineAutoregressive,
     MaskedAutoregressive,
@@ -8,7 +9,6 @@ from .autoregressive import (
 )
 from .charts import AngleToCircle, Stereographic
 from .circular import (
-    CircularElementwise,
     CircularShift,
     CircularSpline,
     MoebiusCircle,
@@ -22,11 +22,12 @@ from .multiscale import ActNorm2d, AffineCoupling2d, InvertibleConv1x1, SplitPri
 from .neural_autoregressive import NeuralAutoregressive
 from .normalization import ActNorm, initialize_actnorm
 from .planar import PlanarFlow, RadialFlow, SylvesterFlow
+from .pointwise import Elementwise
 from .residual import ConvergenceError, InvertibleResidual
 from .sphere import ExpMapRadial, MoebiusSphere, RecursiveSphereFlow, SphereRotation
-from .torus import TorusAutoregressive, TorusCoupling
 
 __all__ = [
+    "maps",
     "Transform",
     "Chain",
     "Inverse",
@@ -61,13 +62,11 @@ __all__ = [
     "SylvesterFlow",
     "InvertibleResidual",
     "ConvergenceError",
-    "CircularElementwise",
+    "Elementwise",
     "MoebiusCircle",
     "CircularSpline",
     "CircularShift",
     "NonCompactProjection",
-    "TorusCoupling",
-    "TorusAutoregressive",
     "SphereRotation",
     "MoebiusSphere",
     "ExpMapRadial",

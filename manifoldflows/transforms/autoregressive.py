@@ -1,11 +1,14 @@
-"""Masked autoregressive layers: MAF and IAF with affine or spline monotone maps.
+"""Masked autoregressive layers over any space: MAF and IAF with any element-wise maps.
 
 One MADE pass (Germain et al. 2015, arXiv:1502.03509) gives the parameters of every coordinate's
-monotone map. In ``mode="maf"`` (Papamakarios et al. 2017, arXiv:1705.07057) the parameters are
-computed from the *data* side, so ``inverse`` (density evaluation) is one pass and ``forward``
-(sampling) needs ``d`` passes; in ``mode="iaf"`` (Kingma et al. 2016, arXiv:1606.04934) they are
-computed from the *latent* side, so sampling is one pass and density evaluation needs ``d``.
-Spline maps follow Durkan et al. 2019 (arXiv:1906.04032).
+element-wise map. In ``mode="maf"`` (Papamakarios et al. 2017, arXiv:1705.07057) the parameters
+are computed from the *data* side, so ``inverse`` (density evaluation) is one pass and
+``forward`` (sampling) needs ``d`` (cheap, incremental) passes; in ``mode="iaf"`` (Kingma et al.
+2016, arXiv:1606.04934) they are computed from the *latent* side, so sampling is one pass and
+density evaluation needs ``d``. The MADE reads the space's embedding (``(cos, sin)`` of angles,
+rescaled intervals), so the same layer is a torus flow (Rezende et al. 2020, arXiv:2002.02428)
+or a flow on a product of lines, intervals and circles. Splines: Durkan et al. 2019,
+arXiv:1906.04032.
 """
 
 from __future__ import annotations
@@ -16,12 +19,15 @@ import torch
 from torch import Tensor
 
 from ..core import Transform
+from ..nn.embedding import CoordinateEmbedding
 from ..nn.made import MADE
-from ..spaces import Euclidean
-from .monotone import AffineMap, MonotoneMap, SplineMap
+from ..spaces import Space
+from .coupling import as_space
+from .map_groups import MapGroups
+from .maps.base import ElementwiseMap, MapSpec
 
 __all__ = [
-    "AutoregressiveBase",
+    "MODES",
     "MaskedAutoregressive",
     "MaskedAffineAutoregressive",
     "MaskedSplineAutoregressive",
@@ -30,28 +36,86 @@ __all__ = [
 MODES = ("maf", "iaf")
 
 
-class AutoregressiveBase(Transform):
-    """Direction logic shared by autoregressive layers (Euclidean, torus, ...).
+class MaskedAutoregressive(Transform):
+    """Autoregressive layer: ``y_i = tau_i(x_i; theta_i(coordinates before i, context))``.
 
-    Subclasses build ``self.made`` (a :class:`~manifoldflows.nn.made.MADE`, whose ``solve``
-    handles the sequential direction) and ``self.elementwise_map`` (an object with
-    ``forward(x, params)`` / ``inverse(y, params)`` returning elementwise logdets). In
-    ``"maf"`` mode the MADE reads the data side (one-pass ``inverse``), in ``"iaf"`` mode the
-    latent side (one-pass ``forward``).
+    Arguments:
+        space: the space (an integer ``d`` means ``Euclidean(d)``); every coordinate is moved,
+            so it may not contain a sphere factor.
+        map: element-wise map (name resolved per coordinate kind, object, or ``{kind: map}``;
+            see :class:`~manifoldflows.transforms.Coupling`).
+        mode: ``"maf"`` (one-pass density) or ``"iaf"`` (one-pass sampling).
+        context_dim: context size.
+        hidden: MADE hidden sizes.
+        activation: MADE activation.
+        order: autoregressive order as degrees, a permutation of ``1..d`` (default: natural
+            order). Alternating orders between layers replaces explicit permutation layers.
+        **map_options: options of the maps (``bins``, ``bound``, ``components``, ...).
+
+    Example:
+        >>> from manifoldflows.transforms.maps import AffineMap
+        >>> layer = MaskedAutoregressive(3, AffineMap(), hidden=(16,))
+        >>> x = torch.randn(4, 3)
+        >>> torch.allclose(layer.inverse(layer(x)[0])[0], x, atol=1e-6)
+        True
+        >>> from manifoldflows.spaces import Torus
+        >>> torus = MaskedAutoregressive(Torus(3), "moebius", components=2, hidden=(16,))
+        >>> x = Torus(3).random((4,))
+        >>> torch.allclose(torus.inverse(torus(x)[0])[0], x, atol=1e-4)
+        True
     """
 
-    mode: str
+    def __init__(
+        self,
+        space: Space | int,
+        map: MapSpec = "spline",
+        *,
+        mode: str = "maf",
+        context_dim: int | None = None,
+        hidden: Sequence[int] = (64, 64),
+        activation: str = "relu",
+        order: Sequence[int] | Tensor | None = None,
+        **map_options,
+    ):
+        who = type(self).__name__
+        if mode not in MODES:
+            raise ValueError(f"{who}: mode must be one of {MODES}, got {mode!r}")
+        space = as_space(space, who)
+        coordinates = space.coordinates
+        super().__init__(space, context_dim=context_dim)
+        self.mode = mode
+        self.groups = MapGroups(who, coordinates, map, map_options)
+        d = len(coordinates)
+        embedding = None
+        if any(c.kind != "real" for c in coordinates):
+            embedding = CoordinateEmbedding(coordinates)
+        self.made = MADE(
+            d,
+            self.groups.output_coordinates(list(range(d))),
+            hidden,
+            context_dim=context_dim,
+            activation=activation,
+            order=None if order is None else torch.as_tensor(order),
+            embedding=embedding,
+        )
+
+    @property
+    def elementwise_map(self) -> ElementwiseMap:
+        """The element-wise map (of the first group, when the coordinates need several)."""
+        return self.groups.maps[0]
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, maps=[{self.groups.extra_repr()}], mode={self.mode!r}"
 
     def _one_pass(self, x: Tensor, context: Tensor | None, inverse: bool):
         """Parameters from ``x`` itself (the side the MADE reads)."""
-        step = self.elementwise_map.inverse if inverse else self.elementwise_map.forward
-        out, logdet = step(x, self.made(x, context))
-        return out, logdet.sum(-1)
+        params = self.groups.layout.unpack(self.made(x, context))
+        return self.groups.apply(x, params, inverse)
 
     def _sequential(self, x: Tensor, context: Tensor | None, inverse: bool):
-        """Solve ``out_i = step(x_i; made(out)_i)`` coordinate by coordinate (see MADE.solve)."""
-        step = self.elementwise_map.inverse if inverse else self.elementwise_map.forward
-        return self.made.solve(x, context, step)
+        """Solve ``out_i = tau_i(x_i; made(out)_i)`` coordinate by coordinate (MADE.solve)."""
+        groups = self.groups
+        return self.made.solve(x, context, lambda i, xi, p: groups.step(i, xi, p, inverse))
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if self.mode == "iaf":
@@ -64,57 +128,6 @@ class AutoregressiveBase(Transform):
         return self._sequential(y, context, inverse=True)
 
 
-class MaskedAutoregressive(AutoregressiveBase):
-    """Autoregressive layer on ``R^d``: ``y_i = tau(x_i; theta_i(x_<i or y_<i, context))``.
-
-    Arguments:
-        features: dimension ``d``.
-        monotone_map: elementwise map ``tau``.
-        mode: ``"maf"`` (one-pass density) or ``"iaf"`` (one-pass sampling).
-        context_dim: context size.
-        hidden: MADE hidden sizes.
-        activation: MADE activation.
-        order: autoregressive order as degrees, a permutation of ``1..d`` (default: natural
-            order). Alternating orders between layers replaces explicit permutation layers.
-
-    Example:
-        >>> from manifoldflows.transforms.monotone import AffineMap
-        >>> layer = MaskedAutoregressive(3, AffineMap(), hidden=(16,))
-        >>> x = torch.randn(4, 3)
-        >>> torch.allclose(layer.inverse(layer(x)[0])[0], x, atol=1e-6)
-        True
-    """
-
-    def __init__(
-        self,
-        features: int,
-        monotone_map: MonotoneMap,
-        *,
-        mode: str = "maf",
-        context_dim: int | None = None,
-        hidden: Sequence[int] = (64, 64),
-        activation: str = "relu",
-        order: Sequence[int] | Tensor | None = None,
-    ):
-        if mode not in MODES:
-            raise ValueError(f"{type(self).__name__}: mode must be one of {MODES}, got {mode!r}")
-        super().__init__(Euclidean(features), context_dim=context_dim)
-        self.features, self.mode = features, mode
-        self.monotone_map = self.elementwise_map = monotone_map
-        self.made = MADE(
-            features,
-            monotone_map.params_per_dim,
-            hidden,
-            context_dim=context_dim,
-            activation=activation,
-            order=None if order is None else torch.as_tensor(order),
-            param_major=monotone_map.param_major,
-        )
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, map={self.monotone_map!r}, mode={self.mode!r}"
-
-
 class MaskedAffineAutoregressive(MaskedAutoregressive):
     """Affine MAF/IAF layer: ``y_i = x_i exp(s_i) + t_i``.
 
@@ -124,8 +137,8 @@ class MaskedAffineAutoregressive(MaskedAutoregressive):
         torch.Size([3, 2])
     """
 
-    def __init__(self, features: int, *, scale_bound: float = 5.0, **options):
-        super().__init__(features, AffineMap(scale_bound), **options)
+    def __init__(self, space: Space | int, *, scale_bound: float = 5.0, **options):
+        super().__init__(space, "affine", scale_bound=scale_bound, **options)
 
 
 class MaskedSplineAutoregressive(MaskedAutoregressive):
@@ -137,5 +150,7 @@ class MaskedSplineAutoregressive(MaskedAutoregressive):
         torch.Size([3])
     """
 
-    def __init__(self, features: int, *, bins: int = 8, bound: float = 5.0, **options):
-        super().__init__(features, SplineMap(bins, bound), **options)
+    def __init__(self, space: Space | int, *, bins: int = 8, bound: float = 5.0, **options):
+        real = any(c.kind == "real" for c in as_space(space, type(self).__name__).coordinates)
+        extra = {"bound": bound} if real else {}
+        super().__init__(space, "spline", bins=bins, **extra, **options)

@@ -1,25 +1,24 @@
-"""A base class for layers whose parameters may be shifted by a function of the context."""
+"""A base class for layers whose raw parameters may be shifted by a function of the context."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..core import Transform
-from ..nn.mlp import MLP
+from ..nn.conditioner import Conditioner
 
 __all__ = ["ContextShiftedParameters"]
 
 
 class ContextShiftedParameters(Transform):
-    """Raw parameters (``nn.Parameter``) plus, with a context, an MLP adding offsets to them.
+    """Raw parameters held by a :class:`~manifoldflows.nn.conditioner.Conditioner` with no inputs.
 
     Subclasses call :meth:`_setup_raw` with the initial raw values; :meth:`_raw` returns them,
-    each shifted by its slice of the context network's output (broadcast over the context's
-    batch shape) when a context is given. The network's last layer starts at zero, so a
-    conditional layer starts equal to the unconditional one.
+    without a context as learned tensors, with a context as the output of the conditioner's MLP
+    of the context (whose last layer starts at zero and whose last bias holds the raw values, so
+    a conditional layer starts equal to the unconditional one).
     """
 
     def _setup_raw(
@@ -29,25 +28,14 @@ class ContextShiftedParameters(Transform):
         hidden: Sequence[int],
         activation: str,
     ) -> None:
-        self._raw_names = tuple(raw)
-        for name, value in raw.items():
-            self.register_parameter(name, nn.Parameter(value.to(torch.get_default_dtype())))
-        total = sum(v.numel() for v in raw.values())
-        self.context_net = (
-            None
-            if context_dim is None
-            else MLP(context_dim, total, tuple(hidden), activation, zero_last=True)
+        self.parameter_net = Conditioner(
+            0,
+            {name: tuple(value.shape) for name, value in raw.items()},
+            context_dim=context_dim,
+            hidden=hidden,
+            activation=activation,
+            initial=raw,
         )
 
     def _raw(self, context: Tensor | None) -> dict[str, Tensor]:
-        params = {name: getattr(self, name) for name in self._raw_names}
-        if context is None or self.context_net is None:
-            return params
-        delta = self.context_net(context)
-        batch = delta.shape[:-1]
-        out, offset = {}, 0
-        for name, value in params.items():
-            size = value.numel()
-            out[name] = value + delta[..., offset : offset + size].reshape(*batch, *value.shape)
-            offset += size
-        return out
+        return self.parameter_net(None, context)

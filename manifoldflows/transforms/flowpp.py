@@ -9,8 +9,9 @@ root finder of :mod:`manifoldflows.functional.monotonic`.
 
 from __future__ import annotations
 
+from .._checks import positive_int as _positive_int
 from .coupling import Coupling
-from .monotone import LogisticMixtureMap, _positive_int
+from .maps.real import LogisticMixtureMap
 
 __all__ = ["LogisticMixtureCoupling"]
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from .._checks import positive_int as _positive_int
 from .autoregressive import MODES, MaskedAutoregressive
-from .monotone import DeepSigmoidalMap, _positive_int
+from .maps.real import DeepSigmoidalMap
 
 __all__ = ["NeuralAutoregressive"]
 

@@ -1,16 +1,17 @@
 """Checker cases for circle layers (Moebius, circular splines, shifts, non-compact projection)
 and torus coupling / autoregressive layers."""
 
-from manifoldflows.transforms.circular import (
-    CircularElementwise,
+from manifoldflows.spaces import Torus
+from manifoldflows.transforms import (
     CircularShift,
     CircularSpline,
+    Coupling,
+    Elementwise,
+    MaskedAutoregressive,
     MoebiusCircle,
-    MoebiusMap,
-    NonCompactMap,
     NonCompactProjection,
 )
-from manifoldflows.transforms.torus import TorusAutoregressive, TorusCoupling
+from manifoldflows.transforms.maps import MoebiusMap, NonCompactMap
 
 from . import Case
 
@@ -54,46 +55,46 @@ CASES = [
     ),
     Case(
         "circular-elementwise-generic",
-        CircularElementwise,
-        lambda: CircularElementwise(2, NonCompactMap(scale_bound=2.0)),
+        Elementwise,
+        lambda: Elementwise(Torus(2), NonCompactMap(scale_bound=2.0)),
         STRONG,
     ),
     Case(
         "torus-coupling-spline",
-        TorusCoupling,
-        lambda: TorusCoupling(3, "spline", bins=4, hidden=(16,)),
+        Coupling,
+        lambda: Coupling(Torus(3), "spline", bins=4, hidden=(16,)),
         STRONG,
     ),
     Case(
         "torus-coupling-moebius-context-swap",
-        TorusCoupling,
-        lambda: TorusCoupling(2, "moebius", components=3, context_dim=2, hidden=(16,), swap=True),
+        Coupling,
+        lambda: Coupling(Torus(2), "moebius", components=3, context_dim=2, hidden=(16,), swap=True),
         STRONG,
     ),
     Case(
         "torus-coupling-mask-map-object",
-        TorusCoupling,
-        lambda: TorusCoupling(4, MoebiusMap(1), mask=[True, False, True, False], hidden=(16,)),
+        Coupling,
+        lambda: Coupling(Torus(4), MoebiusMap(1), mask=[True, False, True, False], hidden=(16,)),
         STRONG,
     ),
     Case(
         "torus-autoregressive-spline",
-        TorusAutoregressive,
-        lambda: TorusAutoregressive(3, "spline", bins=4, hidden=(16,)),
+        MaskedAutoregressive,
+        lambda: MaskedAutoregressive(Torus(3), "spline", bins=4, hidden=(16,)),
         STRONG,
     ),
     Case(
         "torus-autoregressive-spline-iaf-context-order",
-        TorusAutoregressive,
-        lambda: TorusAutoregressive(
-            3, "spline", bins=3, hidden=(16,), mode="iaf", context_dim=2, order=[3, 1, 2]
+        MaskedAutoregressive,
+        lambda: MaskedAutoregressive(
+            Torus(3), "spline", bins=3, hidden=(16,), mode="iaf", context_dim=2, order=[3, 1, 2]
         ),
         AUTOREGRESSIVE_CONTEXT,
     ),
     Case(
         "torus-autoregressive-moebius",
-        TorusAutoregressive,
-        lambda: TorusAutoregressive(2, "moebius", components=2, hidden=(16,)),
+        MaskedAutoregressive,
+        lambda: MaskedAutoregressive(Torus(2), "moebius", components=2, hidden=(16,)),
         STRONG,
     ),
 ]

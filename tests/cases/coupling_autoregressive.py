@@ -12,7 +12,7 @@ from manifoldflows.transforms.coupling import (
     Coupling,
     SplineCoupling,
 )
-from manifoldflows.transforms.monotone import AffineMap, SplineMap
+from manifoldflows.transforms.maps import AffineMap, SplineMap
 
 from . import Case
 
