@@ -84,8 +84,8 @@ class Conditioner(nn.Module):
         >>> net(torch.randn(5, 2), torch.randn(5, 1))["shift"].shape
         torch.Size([5, 3])
         >>> free = Conditioner(0, {"angle": ()}, initial={"angle": torch.tensor(0.5)})
-        >>> free()["angle"].item()
-        0.5
+        >>> free()["angle"].item(), free.free["angle"].requires_grad
+        (0.5, True)
     """
 
     def __init__(
@@ -112,7 +112,10 @@ class Conditioner(nn.Module):
         inputs = self.in_features + (context_dim or 0)
         if inputs == 0:
             self.net = None
-            self.raw_parameters = nn.Parameter(init)
+            #: the raw parameters by name when they depend on nothing (learned directly)
+            self.free = nn.ParameterDict(
+                {k: nn.Parameter(v.clone()) for k, v in self.layout.unpack(init).items()}
+            )
         else:
             self.net = MLP(inputs, self.layout.total, tuple(hidden), activation, zero_last=True)
             with torch.no_grad():
@@ -124,7 +127,7 @@ class Conditioner(nn.Module):
     def raw(self, x: Tensor | None = None, context: Tensor | None = None) -> Tensor:
         """The flat ``(..., total)`` parameter vector."""
         if self.net is None:
-            return self.raw_parameters
+            return self.layout.pack(dict(self.free.items()))
         if self.in_features == 0:
             if context is None:  # unconditional use of a conditional layer: the initial state
                 return self.net[-1].bias
@@ -132,4 +135,6 @@ class Conditioner(nn.Module):
         return self.net(concat_context(x, context if self.context_dim is not None else None))
 
     def forward(self, x: Tensor | None = None, context: Tensor | None = None) -> dict[str, Tensor]:
+        if self.net is None:
+            return dict(self.free.items())
         return self.layout.unpack(self.raw(x, context))

@@ -16,6 +16,7 @@ class ContextShiftedParameters(Transform):
     """Raw parameters held by a :class:`~manifoldflows.nn.conditioner.Conditioner` with no inputs.
 
     Subclasses call :meth:`_setup_raw` with the initial raw values; :meth:`_raw` returns them,
+    unconditional layers also expose each by name as an attribute (``layer.u``);
     without a context as learned tensors, with a context as the output of the conditioner's MLP
     of the context (whose last layer starts at zero and whose last bias holds the raw values, so
     a conditional layer starts equal to the unconditional one).
@@ -39,3 +40,13 @@ class ContextShiftedParameters(Transform):
 
     def _raw(self, context: Tensor | None) -> dict[str, Tensor]:
         return self.parameter_net(None, context)
+
+    def __getattr__(self, name: str):
+        """Unconditional layers expose their raw parameters by name (``layer.u``, ...)."""
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            net = self._modules.get("parameter_net")
+            if net is not None and net.net is None and name in net.free:
+                return net.free[name]
+            raise
