@@ -69,7 +69,7 @@ class Transform(nn.Module):
     Example:
         >>> import torch
         >>> from manifoldflows.transforms import AffineCoupling
-        >>> layer = AffineCoupling(features=4)
+        >>> layer = AffineCoupling(4)
         >>> y, logdet = layer(torch.randn(10, 4))
         >>> y.shape, logdet.shape
         (torch.Size([10, 4]), torch.Size([10]))

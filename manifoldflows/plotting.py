@@ -258,8 +258,11 @@ def _check_grid(grid: Any, who: str, low: int = 2) -> int:
 
 def _density_source(model, space, who: str):
     """Validate ``model`` (an object with ``log_prob`` or a callable log-density) against the
-    space the plot needs; return ``(log_density, module_or_None, dtype, device)``."""
-    log_prob = getattr(model, "log_prob", None)
+    space the plot needs; return ``(log_density, module_or_None, dtype, device)``.
+
+    Targets whose ``log_prob`` is unnormalised (``-energy``) but that know their normalising
+    constant offer ``normalized_log_prob``; it is preferred, so plots show densities."""
+    log_prob = getattr(model, "normalized_log_prob", None) or getattr(model, "log_prob", None)
     if log_prob is None or not callable(log_prob):
         if not callable(model):
             raise TypeError(

@@ -35,7 +35,7 @@ class MapGroups(nn.Module):
 
     Attributes:
         maps: one :class:`~manifoldflows.transforms.maps.ElementwiseMap` per group.
-        layout: parameter layout of all groups, names ``"<group>.<name>"`` with shapes
+        layout: parameter layout of all groups, names ``"<group>_<name>"`` with shapes
             ``(n_group, *shape)``.
     """
 
@@ -74,7 +74,7 @@ class MapGroups(nn.Module):
                 self.group_of[i], self.index_in_group[i] = g, j
         self.layout = ParameterLayout(
             {
-                f"{g}.{name}": (n, *shape)
+                f"{g}_{name}": (n, *shape)
                 for g, (m, n) in enumerate(zip(self.maps, self.sizes))
                 for name, shape in m.shapes.items()
             }
@@ -97,7 +97,7 @@ class MapGroups(nn.Module):
         return torch.tensor(rows, dtype=torch.long)
 
     def _group_params(self, params: Mapping[str, Tensor], g: int) -> dict[str, Tensor]:
-        prefix = f"{g}."
+        prefix = f"{g}_"
         return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
 
     def apply(

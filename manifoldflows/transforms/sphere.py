@@ -218,7 +218,7 @@ class MoebiusSphere(Transform):
         >>> layer.direction.tolist()  # a ManifoldParameter on the sphere
         [0.0, 0.0, 1.0]
         >>> with torch.no_grad():
-        ...     _ = layer.conditioner.raw_parameters.fill_(2.0)  # the radius s
+        ...     _ = layer.conditioner.free["radius"].fill_(2.0)  # the radius s
         >>> x = torch.nn.functional.normalize(torch.randn(5, 3), dim=-1)
         >>> y, logdet = layer(x)
         >>> x2, logdet_inv = layer.inverse(y)
