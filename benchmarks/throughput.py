@@ -11,16 +11,24 @@ Run (after ``make baselines``)::
 
     .venv/bin/python benchmarks/throughput.py            # full table -> results/throughput.md
     .venv/bin/python benchmarks/throughput.py --quick    # fewer repeats, no file written
+    .venv/bin/python benchmarks/throughput.py --reference b38ab97   # + our own earlier commit
+
+``--reference REV`` extracts ``manifoldflows/`` at git revision ``REV`` as the package
+``manifoldflows_reference`` and times it round-robin with the others (column ``before``), so a
+refactoring is compared with the code it replaced in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
 import subprocess
 import sys
+import tarfile
+import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,8 +61,28 @@ class Model:
     sample_and_log_prob: Callable[[int], tuple[torch.Tensor, torch.Tensor]]
 
 
-def build_manifoldflows(arch: str, d: int) -> Model:
-    from manifoldflows.presets import MAF, NSF
+REFERENCE = "manifoldflows_reference"
+REFERENCE_REVISION: list[str] = []  # set by --reference
+
+
+def install_reference(revision: str) -> None:
+    """Make ``manifoldflows`` at git ``revision`` importable as :data:`REFERENCE`."""
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(root), "archive", "--format=tar", revision, "manifoldflows"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    target = Path(tempfile.mkdtemp(prefix="mf_reference_"))
+    with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+        tar.extractall(target, filter="data")
+    (target / "manifoldflows").rename(target / REFERENCE)
+    sys.path.insert(0, str(target))
+
+
+def build_manifoldflows(arch: str, d: int, package: str = "manifoldflows") -> Model:
+    presets = importlib.import_module(f"{package}.presets")
+    MAF, NSF = presets.MAF, presets.NSF
 
     if arch == "nsf":
         flow = NSF(d, layers=LAYERS, hidden=(HIDDEN, HIDDEN), bins=BINS, bound=BOUND)
@@ -220,7 +248,7 @@ def cell_function(model: Model, x: torch.Tensor, cell: str) -> Callable[[], obje
 
 def available(lib: str) -> bool:
     try:
-        __import__(lib)
+        __import__(REFERENCE if lib == "before" else lib)
         return True
     except ImportError:
         return False
@@ -256,6 +284,8 @@ def memory_worker(lib: str, arch: str, d: int, device: torch.device) -> float:
 
 def measure_memory(lib: str, arch: str, d: int, device: torch.device, threads: int) -> float:
     cmd = [sys.executable, __file__, "--memory-worker", lib, arch, str(d), "--device", str(device)]
+    if lib == "before":
+        cmd += ["--reference", REFERENCE_REVISION[0]]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])["mib"]
@@ -274,7 +304,13 @@ def main() -> None:
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--quick", action="store_true", help="3 repeats, no results file")
     parser.add_argument("--memory-worker", nargs=3, metavar=("LIB", "ARCH", "DIM"))
+    parser.add_argument("--reference", help="git revision of manifoldflows to time as 'before'")
     args = parser.parse_args()
+    if args.reference:
+        install_reference(args.reference)
+        REFERENCE_REVISION.append(args.reference)
+        BUILDERS["before"] = lambda arch, d: build_manifoldflows(arch, d, REFERENCE)
+        args.libraries = [*args.libraries, "before"]
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     device = torch.device(args.device)
@@ -286,8 +322,10 @@ def main() -> None:
         args.repeats, args.warmup = 3, 1
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     libs = [lib for lib in args.libraries if available(lib)]
-    peers = [lib for lib in libs if lib != "manifoldflows"]
+    peers = [lib for lib in libs if lib not in ("manifoldflows", "before")]
     header = ["flow", "d", "cell"] + [f"{lib} (ms)" for lib in libs] + ["speed-up vs fastest peer"]
+    if "before" in libs:
+        header.append(f"vs {args.reference}")
     rows, misses = [], []
     for arch in args.archs:
         for d in args.dims:
@@ -304,8 +342,11 @@ def main() -> None:
                 if speedup < 1.2:
                     misses.append(f"{arch} d={d} {cell}: {speedup:.2f}x")
                 row = [arch.upper(), str(d), cell] + [f"{1e3 * times[lib]:.2f}" for lib in libs]
-                rows.append(row + [f"{speedup:.2f}x"])
-                print(" | ".join(row + [f"{speedup:.2f}x"]), flush=True)
+                row.append(f"{speedup:.2f}x")
+                if "before" in times:
+                    row.append(f"{times['before'] / times['manifoldflows']:.2f}x")
+                rows.append(row)
+                print(" | ".join(row), flush=True)
             if not args.no_memory:
                 mem = {lib: measure_memory(lib, arch, d, device, args.threads) for lib in libs}
                 best_peer = min((mem[p] for p in peers), default=math.nan)
@@ -314,6 +355,8 @@ def main() -> None:
                     f"{mem[lib]:.1f}" for lib in libs
                 ]
                 verdict = f"{ratio:.2f}x less" if ratio >= 1 else f"{1 / ratio:.2f}x more"
+                if "before" in mem:
+                    verdict += f" | {mem['before'] / mem['manifoldflows']:.2f}x"
                 rows.append(row + [verdict])
                 print(" | ".join(row + [verdict]), flush=True)
     lines = [
