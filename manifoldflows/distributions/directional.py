@@ -22,7 +22,7 @@ from ..functional.bessel import (  # noqa: F401 - log_bessel_ive: the old import
     log_bessel_ive,
 )
 from ..functional.circle import wrap
-from ..nn.mlp import MLP
+from ..nn.conditioner import Conditioner
 from ..spaces import Circle, Space, Sphere, Torus
 from .base import Distribution
 
@@ -250,8 +250,11 @@ class VonMises(Distribution):
         )
         _register(self, "loc", wrap(_as_vector(loc, n, "VonMises", "loc")), trainable)
         _register(self, "raw_concentration", _softplus_inverse(kappa), trainable)
-        self.context_net = (
-            None if context_dim is None else MLP(context_dim, 2 * n, hidden, zero_last=True)
+        shapes = {"loc": (n,), "raw_concentration": (n,)}
+        self.context_offsets = (
+            None
+            if context_dim is None
+            else Conditioner(0, shapes, context_dim=context_dim, hidden=hidden)
         )
 
     def extra_repr(self) -> str:
@@ -264,10 +267,12 @@ class VonMises(Distribution):
 
     def parameters_for(self, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """Mean angles and concentrations (with the context's batch shape when conditional)."""
-        if self.context_net is None or context is None:
+        if self.context_offsets is None or context is None:
             return self.loc, self.concentration
-        shift, raw_shift = self.context_net(context).chunk(2, dim=-1)
-        return self.loc + shift, F.softplus(self.raw_concentration + raw_shift)
+        offset = self.context_offsets(None, context)
+        return self.loc + offset["loc"], F.softplus(
+            self.raw_concentration + offset["raw_concentration"]
+        )
 
     def _log_prob(self, x: Tensor, context) -> Tensor:
         loc, kappa = self.parameters_for(context)
@@ -369,8 +374,11 @@ class VonMisesFisher(Distribution):
         kappa = _positive(kappa.reshape(()).clone(), "VonMisesFisher", "concentration")
         _register(self, "loc", loc / loc.norm(), trainable)
         _register(self, "raw_concentration", _softplus_inverse(kappa), trainable)
-        self.context_net = (
-            None if context_dim is None else MLP(context_dim, p + 1, hidden, zero_last=True)
+        shapes = {"loc": (p,), "raw_concentration": ()}
+        self.context_offsets = (
+            None
+            if context_dim is None
+            else Conditioner(0, shapes, context_dim=context_dim, hidden=hidden)
         )
 
     def extra_repr(self) -> str:
@@ -384,9 +392,9 @@ class VonMisesFisher(Distribution):
     def parameters_for(self, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """Unit mean direction ``(..., p)`` and concentration ``(...)``."""
         loc, raw = self.loc, self.raw_concentration
-        if self.context_net is not None and context is not None:
-            out = self.context_net(context)
-            loc, raw = loc + out[..., :-1], raw + out[..., -1]
+        if self.context_offsets is not None and context is not None:
+            offset = self.context_offsets(None, context)
+            loc, raw = loc + offset["loc"], raw + offset["raw_concentration"]
         return loc / torch.linalg.vector_norm(loc, dim=-1, keepdim=True), F.softplus(raw)
 
     def log_normalizer(self, kappa: Tensor) -> Tensor:

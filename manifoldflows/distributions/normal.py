@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..nn.mlp import MLP
+from ..nn.conditioner import Conditioner
 from ..spaces import Euclidean
 from .base import Distribution
 
@@ -53,7 +53,8 @@ class StandardNormal(Distribution):
 class DiagNormal(Distribution):
     """Gaussian with learnable mean and diagonal scale, optionally conditional.
 
-    With ``context_dim`` set, an MLP maps the context to offsets of the mean and log-scale
+    With ``context_dim`` set, a :class:`~manifoldflows.nn.conditioner.Conditioner` maps the
+    context to offsets of the mean and log-scale
     (zero-initialised, so training starts from the unconditional parameters).
 
     Arguments:
@@ -91,8 +92,11 @@ class DiagNormal(Distribution):
         else:
             self.register_buffer("loc", loc)
             self.register_buffer("log_scale", scale.log())
-        self.context_net = (
-            None if context_dim is None else MLP(context_dim, 2 * features, hidden, zero_last=True)
+        shapes = {"loc": (features,), "log_scale": (features,)}
+        self.context_offsets = (
+            None
+            if context_dim is None
+            else Conditioner(0, shapes, context_dim=context_dim, hidden=hidden)
         )
 
     def extra_repr(self) -> str:
@@ -100,10 +104,10 @@ class DiagNormal(Distribution):
 
     def parameters_for(self, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """Mean and log-scale, with the context's batch shape when conditional."""
-        if self.context_net is None or context is None:
+        if self.context_offsets is None or context is None:
             return self.loc, self.log_scale
-        shift, log_scale_shift = self.context_net(context).chunk(2, dim=-1)
-        return self.loc + shift, self.log_scale + log_scale_shift
+        offset = self.context_offsets(None, context)
+        return self.loc + offset["loc"], self.log_scale + offset["log_scale"]
 
     def _rsample(self, shape, context, generator) -> Tensor:
         loc, log_scale = self.parameters_for(context)

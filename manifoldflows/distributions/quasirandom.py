@@ -27,6 +27,7 @@ from torch import Tensor
 
 from .._checks import positive_int
 from ..errors import InvalidInput, StochasticFlowError
+from .base import Distribution
 from .normal import DiagNormal, StandardNormal
 
 __all__ = ["QuasiRandomSampler"]
@@ -65,7 +66,7 @@ class QuasiRandomSampler:
 
     def __init__(
         self,
-        distribution,
+        distribution: Distribution,
         *,
         seed: int | None = None,
         generator: torch.Generator | None = None,
@@ -83,7 +84,7 @@ class QuasiRandomSampler:
                 f"{who}: expected a StandardNormal or DiagNormal base (or a flow on one), got "
                 f"{type(base).__name__}"
             )
-        if getattr(base, "context_net", None) is not None:
+        if getattr(base, "context_offsets", None) is not None:
             raise InvalidInput(f"{who}: expected an unconditional base, got a conditional one")
         dim = base.features
         if dim > torch.quasirandom.SobolEngine.MAXDIM:
