@@ -898,7 +898,7 @@ def SNF(
                     steps=steps,
                     step_size=step,
                     metropolis=stochastic == "mala",
-                    learnable_step=learnable_step,
+                    learnable=learnable_step,
                 )
             )
         elif stochastic == "mh":
@@ -908,7 +908,7 @@ def SNF(
                     target,
                     steps=steps,
                     proposal_scale=step,
-                    learnable_scale=learnable_step,
+                    learnable=learnable_step,
                 )
             )
         else:
@@ -919,7 +919,7 @@ def SNF(
                     steps=steps,
                     leapfrog_steps=leapfrog_steps,
                     step_size=step,
-                    learnable_step=learnable_step,
+                    learnable=learnable_step,
                 )
             )
     return Flow(StandardNormal(features), Chain(*parts))

@@ -84,7 +84,7 @@ def proposal_gauss():
 def proposal_dw():
     """A 'reasonable' proposal for the double well: both wells, wrong weights and widths."""
     loc = torch.tensor([[-1.7, 0.0], [1.7, 0.0]])
-    return GaussianMixture(2, loc=loc, scale=torch.tensor([0.35, 1.3]), trainable=False).to(DT)
+    return GaussianMixture(2, loc=loc, scale=torch.tensor([0.35, 1.3]), learnable=False).to(DT)
 
 
 def broad_dw():

@@ -92,7 +92,7 @@ def exact_double(dist, **values):
 
 
 def gaussian_base() -> DiagNormal:
-    return exact_double(DiagNormal(2, trainable=False), loc=MU, log_scale=SIGMA.log())
+    return exact_double(DiagNormal(2, learnable=False), loc=MU, log_scale=SIGMA.log())
 
 
 # ------------------------------------------------------------------ registry
@@ -312,7 +312,7 @@ def test_snf_kinds_build_and_sample(kind):
 def test_torus_mh_and_hmc_keep_von_mises_invariant():
     log_z = float(torch.log(2 * math.pi * torch.special.i0(TORUS_KAPPA)).sum())
     base = exact_double(
-        VonMises(Torus(2), trainable=False),
+        VonMises(Torus(2), learnable=False),
         loc=TORUS_LOC,
         raw_concentration=TORUS_KAPPA + torch.log(-torch.expm1(-TORUS_KAPPA)),
     )
@@ -331,7 +331,7 @@ def test_sphere_mh_keeps_von_mises_fisher_invariant():
     log_z = math.log(4 * math.pi * math.sinh(k) / k)
     kappa = torch.tensor(k, dtype=F64)
     base = exact_double(
-        VonMisesFisher(Sphere(2), trainable=False),
+        VonMisesFisher(Sphere(2), learnable=False),
         loc=SPHERE_MU,
         raw_concentration=kappa + torch.log(-torch.expm1(-kappa)),
     )

@@ -52,7 +52,7 @@ def gen(seed):
 def proposal_dw():
     """Both wells, wrong weights and widths (the estimator must correct all of it)."""
     loc = torch.tensor([[-1.7, 0.0], [1.7, 0.0]])
-    return GaussianMixture(2, loc=loc, scale=torch.tensor([0.4, 1.3]), trainable=False).to(DT)
+    return GaussianMixture(2, loc=loc, scale=torch.tensor([0.4, 1.3]), learnable=False).to(DT)
 
 
 # two far-apart Gaussians of mass 0.97 / 0.03: within each half-plane the conditional density
@@ -71,7 +71,7 @@ MIXTURE_DF = math.log((1.0 - P_MINOR) / P_MINOR)  # F_right - F_left
 
 
 def balanced_proposal(dtype=DT):
-    return GaussianMixture(2, loc=LOC.float(), scale=1.0, trainable=False).to(dtype)
+    return GaussianMixture(2, loc=LOC.float(), scale=1.0, learnable=False).to(dtype)
 
 
 def test_double_well_matches_quadrature():

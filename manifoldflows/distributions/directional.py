@@ -180,8 +180,8 @@ def _positive(t: Tensor, who: str, what: str) -> Tensor:
     return t
 
 
-def _register(module: nn.Module, name: str, value: Tensor, trainable: bool) -> None:
-    if trainable:
+def _register(module: nn.Module, name: str, value: Tensor, learnable: bool) -> None:
+    if learnable:
         setattr(module, name, nn.Parameter(value))
     else:
         module.register_buffer(name, value)
@@ -210,7 +210,7 @@ class VonMises(Distribution):
             angles ``n`` (``1`` gives ``Circle()``).
         loc: mean angles, a scalar or an ``(n,)`` tensor.
         concentration: positive ``kappa``, a scalar or an ``(n,)`` tensor.
-        trainable: whether ``loc`` and the concentration are parameters (else buffers).
+        learnable: whether ``loc`` and the concentration are parameters (else buffers).
         context_dim: context size for a conditional distribution.
         hidden: hidden sizes of the context network.
 
@@ -231,7 +231,7 @@ class VonMises(Distribution):
         loc: float | Tensor = 0.0,
         concentration: float | Tensor = 1.0,
         *,
-        trainable: bool = True,
+        learnable: bool = True,
         context_dim: int | None = None,
         hidden: Sequence[int] = (64,),
     ):
@@ -248,8 +248,8 @@ class VonMises(Distribution):
         kappa = _positive(
             _as_vector(concentration, n, "VonMises", "concentration"), "VonMises", "concentrations"
         )
-        _register(self, "loc", wrap(_as_vector(loc, n, "VonMises", "loc")), trainable)
-        _register(self, "raw_concentration", _softplus_inverse(kappa), trainable)
+        _register(self, "loc", wrap(_as_vector(loc, n, "VonMises", "loc")), learnable)
+        _register(self, "raw_concentration", _softplus_inverse(kappa), learnable)
         shapes = {"loc": (n,), "raw_concentration": (n,)}
         self.context_offsets = (
             None
@@ -321,7 +321,7 @@ class VonMisesFisher(Distribution):
         space: a :class:`~manifoldflows.spaces.Sphere` or its dimension ``n``.
         loc: ``(n+1,)`` mean direction (non-zero; normalised), default the north pole.
         concentration: positive ``kappa`` (scalar).
-        trainable: whether ``loc`` and the concentration are parameters (else buffers).
+        learnable: whether ``loc`` and the concentration are parameters (else buffers).
         context_dim: context size for a conditional distribution.
         hidden: hidden sizes of the context network.
 
@@ -343,7 +343,7 @@ class VonMisesFisher(Distribution):
         loc: Tensor | None = None,
         concentration: float | Tensor = 1.0,
         *,
-        trainable: bool = True,
+        learnable: bool = True,
         context_dim: int | None = None,
         hidden: Sequence[int] = (64,),
     ):
@@ -372,8 +372,8 @@ class VonMisesFisher(Distribution):
                 f"VonMisesFisher: expected a scalar concentration, got shape {tuple(kappa.shape)}"
             )
         kappa = _positive(kappa.reshape(()).clone(), "VonMisesFisher", "concentration")
-        _register(self, "loc", loc / loc.norm(), trainable)
-        _register(self, "raw_concentration", _softplus_inverse(kappa), trainable)
+        _register(self, "loc", loc / loc.norm(), learnable)
+        _register(self, "raw_concentration", _softplus_inverse(kappa), learnable)
         shapes = {"loc": (p,), "raw_concentration": ()}
         self.context_offsets = (
             None
@@ -477,7 +477,7 @@ class WrappedNormal(Distribution):
         space: the space (a manifold with an exponential map).
         loc: a point of ``space`` (``space.event_shape``).
         scale: positive standard deviation, scalar (or ``(dim,)`` off the sphere).
-        trainable: whether ``loc`` and ``scale`` are parameters (else buffers).
+        learnable: whether ``loc`` and ``scale`` are parameters (else buffers).
         tol: bound on the probability mass dropped by truncating the wrapping sums.
         windings: number ``K`` of windings summed on each side (overrides ``tol``).
 
@@ -500,7 +500,7 @@ class WrappedNormal(Distribution):
         loc: Tensor,
         scale: float | Tensor = 1.0,
         *,
-        trainable: bool = True,
+        learnable: bool = True,
         tol: float = 1e-12,
         windings: int | None = None,
     ):
@@ -541,8 +541,8 @@ class WrappedNormal(Distribution):
                 + f" on {space!r}, got shape {tuple(scale.shape)}"
             )
         _positive(scale, "WrappedNormal", "scale")
-        _register(self, "loc", space.projx(loc), trainable)
-        _register(self, "log_scale", scale.log(), trainable)
+        _register(self, "loc", space.projx(loc), learnable)
+        _register(self, "log_scale", scale.log(), learnable)
         self.tol = float(tol)
         self.windings = None if windings is None else int(windings)
 

@@ -60,7 +60,7 @@ class DiagNormal(Distribution):
     Arguments:
         features: dimension ``d``.
         loc, scale: initial mean and standard deviation (scalars or ``(d,)`` tensors).
-        trainable: whether ``loc`` and ``scale`` are parameters (else buffers).
+        learnable: whether ``loc`` and ``scale`` are parameters (else buffers).
         context_dim: context size for a conditional Gaussian.
         hidden: hidden sizes of the context network.
 
@@ -76,7 +76,7 @@ class DiagNormal(Distribution):
         loc: float | Tensor = 0.0,
         scale: float | Tensor = 1.0,
         *,
-        trainable: bool = True,
+        learnable: bool = True,
         context_dim: int | None = None,
         hidden: tuple[int, ...] = (64,),
     ):
@@ -86,7 +86,7 @@ class DiagNormal(Distribution):
         scale = torch.as_tensor(scale, dtype=torch.get_default_dtype()).expand(features).clone()
         if not bool((scale > 0).all()):
             raise ValueError(f"DiagNormal: expected positive scales, got {scale.tolist()}")
-        if trainable:
+        if learnable:
             self.loc = nn.Parameter(loc)
             self.log_scale = nn.Parameter(scale.log())
         else:
@@ -133,7 +133,7 @@ class GaussianMixture(Distribution):
         loc: ``(K, d)`` initial means (default: standard normal draws).
         scale: initial standard deviation(s), broadcastable to ``(K, d)``.
         weights: ``(K,)`` initial mixture weights (default: uniform).
-        trainable: whether the parameters are learnable.
+        learnable: whether the parameters are learnable.
 
     Example:
         >>> mix = GaussianMixture(1, loc=torch.tensor([[-2.0], [2.0]]), scale=0.5)
@@ -149,7 +149,7 @@ class GaussianMixture(Distribution):
         loc: Tensor | None = None,
         scale: float | Tensor = 1.0,
         weights: Tensor | None = None,
-        trainable: bool = True,
+        learnable: bool = True,
     ):
         super().__init__(Euclidean(features))
         dtype = torch.get_default_dtype()
@@ -175,7 +175,7 @@ class GaussianMixture(Distribution):
             )
         tensors = {"loc": loc.clone(), "log_scale": scale.log(), "logits": weights.log()}
         for name, value in tensors.items():
-            if trainable:
+            if learnable:
                 setattr(self, name, nn.Parameter(value))
             else:
                 self.register_buffer(name, value)

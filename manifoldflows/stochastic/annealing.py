@@ -8,7 +8,8 @@ spheres), so AIS works wherever those layers do.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import tqdm
@@ -22,6 +23,12 @@ from .hmc import HMC
 from .langevin import OverdampedLangevin
 from .metropolis import MetropolisHastings
 
+if TYPE_CHECKING:  # pragma: no cover
+    from ..distributions.base import Distribution
+    from ..spaces import Space
+    from ..targets import Target
+    from .base import StochasticTransform
+
 __all__ = ["annealed_importance_sampling", "TRANSITIONS"]
 
 #: The transition kernels of :func:`annealed_importance_sampling` and their layer classes.
@@ -34,7 +41,7 @@ class _AnnealedPath:
     A plain object (not a module), so the flow is not registered inside the transition layer.
     """
 
-    def __init__(self, flow, target, context: Tensor | None):
+    def __init__(self, flow: Distribution, target: Target, context: Tensor | None):
         self.flow = flow
         self.target = energy_fn(target)
         self.context = context
@@ -47,7 +54,7 @@ class _AnnealedPath:
         return -(1.0 - self.beta) * self.flow.log_prob(x, self.context) + self.beta * u
 
 
-def _betas(n_steps: int, betas, who: str) -> list[float]:
+def _betas(n_steps: int, betas: Sequence[float] | Tensor | None, who: str) -> list[float]:
     if betas is None:
         return [k / n_steps for k in range(n_steps + 1)]
     values = [float(b) for b in (betas.tolist() if isinstance(betas, Tensor) else betas)]
@@ -64,15 +71,23 @@ def _betas(n_steps: int, betas, who: str) -> list[float]:
     return values
 
 
-def _layer(transition: str, space, path, step: float, mcmc_steps: int, leapfrog: int, who: str):
+def _layer(
+    transition: str,
+    space: Space,
+    path: _AnnealedPath,
+    step: float,
+    mcmc_steps: int,
+    leapfrog: int,
+    who: str,
+) -> StochasticTransform:
     try:
         if transition == "mh":
-            return MetropolisHastings(space, path, mcmc_steps, step, learnable_scale=False)
+            return MetropolisHastings(space, path, mcmc_steps, step, learnable=False)
         if transition == "langevin":
             return OverdampedLangevin(
-                space, path, mcmc_steps, step, metropolis=True, learnable_step=False
+                space, path, mcmc_steps, step, metropolis=True, learnable=False
             )
-        return HMC(space, path, mcmc_steps, leapfrog, step, learnable_step=False)
+        return HMC(space, path, mcmc_steps, leapfrog, step, learnable=False)
     except ValueError as err:
         raise InvalidInput(
             f"{who}: transition {transition!r} cannot run on the flow's space {space!r} "
@@ -81,8 +96,8 @@ def _layer(transition: str, space, path, step: float, mcmc_steps: int, leapfrog:
 
 
 def annealed_importance_sampling(
-    flow,
-    target,
+    flow: Distribution,
+    target: Target,
     n: int,
     n_steps: int,
     *,
@@ -232,7 +247,17 @@ def annealed_importance_sampling(
     return Samples(torch.cat(xs), log_w, count, acceptance)
 
 
-def _anneal(start, path, layer, b, schedule, context, generator, nonfinite, who):
+def _anneal(
+    start: Callable[[int], tuple[Tensor, Tensor]],
+    path: _AnnealedPath,
+    layer: StochasticTransform,
+    b: int,
+    schedule: Sequence[float],
+    context: Tensor | None,
+    generator: torch.Generator | None,
+    nonfinite: str,
+    who: str,
+) -> tuple[Tensor, Tensor, Tensor, int]:
     """Anneal one batch of ``b`` particles; returns ``(x, log_w, acceptance per level, bad)``."""
     with torch.no_grad():
         x, log_q = start(b)

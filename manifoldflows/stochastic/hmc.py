@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ..spaces import Euclidean, Space, Torus
+from ..targets import Target
 from .base import StochasticTransform, metropolis_accept, randn_like
 
 __all__ = ["HMC"]
@@ -52,7 +53,7 @@ class HMC(StochasticTransform):
         steps: number of HMC steps (momentum refreshes) per call.
         leapfrog_steps: ``L``, leapfrog steps per HMC step.
         step_size: ``eps``, a positive scalar or a ``(d,)`` tensor.
-        learnable_step: make the step size a parameter (else a buffer).
+        learnable: make the step size a parameter (else a buffer).
 
     Shapes:
         forward: ``x (*batch, d) -> (y (*batch, d), delta_s (*batch))``.
@@ -79,11 +80,11 @@ class HMC(StochasticTransform):
     def __init__(
         self,
         space: Space | int,
-        energy,
+        energy: Target,
         steps: int = 1,
         leapfrog_steps: int = 5,
         step_size: float | Tensor = 0.1,
-        learnable_step: bool = True,
+        learnable: bool = True,
     ):
         super().__init__(space, energy, steps)
         if (
@@ -95,7 +96,7 @@ class HMC(StochasticTransform):
                 f"HMC: expected a positive integer number of leapfrog steps, got {leapfrog_steps!r}"
             )
         self.leapfrog_steps = leapfrog_steps
-        self._register_positive("step", step_size, learnable_step)
+        self._register_positive("step", step_size, learnable)
 
     @property
     def step_size(self) -> Tensor:
@@ -109,7 +110,9 @@ class HMC(StochasticTransform):
         y = x + dx
         return self.domain.projx(y) if isinstance(self.domain, Torus) else y
 
-    def _step(self, x: Tensor, u: Tensor, g: Tensor, generator=None):
+    def _step(
+        self, x: Tensor, u: Tensor, g: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
         eps = self.step_size
         p = randn_like(x, generator)
         h0 = u + 0.5 * (p * p).sum(-1)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..spaces import Euclidean, Space, Torus
+from ..targets import Target
 from .base import StochasticTransform, metropolis_accept, randn_like
 
 __all__ = ["OverdampedLangevin"]
@@ -77,7 +78,7 @@ class OverdampedLangevin(StochasticTransform):
         steps: number of Langevin steps per call.
         step_size: ``eps``, a positive scalar or a ``(d,)`` tensor.
         metropolis: accept/reject each step (MALA) instead of the unadjusted update (ULA).
-        learnable_step: make the step size a parameter (else a buffer).
+        learnable: make the step size a parameter (else a buffer).
 
     Shapes:
         forward: ``x (*batch, d) -> (y (*batch, d), delta_s (*batch))``.
@@ -101,15 +102,15 @@ class OverdampedLangevin(StochasticTransform):
     def __init__(
         self,
         space: Space | int,
-        energy,
+        energy: Target,
         steps: int = 1,
         step_size: float | Tensor = 0.01,
         metropolis: bool = False,
-        learnable_step: bool = True,
+        learnable: bool = True,
     ):
         super().__init__(space, energy, steps)
         self.metropolis = bool(metropolis)
-        self._register_positive("step", step_size, learnable_step)
+        self._register_positive("step", step_size, learnable)
 
     @property
     def step_size(self) -> Tensor:
@@ -120,7 +121,9 @@ class OverdampedLangevin(StochasticTransform):
         kind = "MALA" if self.metropolis else "ULA"
         return f"{self.domain!r}, steps={self.steps}, {kind}"
 
-    def _step(self, x: Tensor, u: Tensor, g: Tensor, generator=None):
+    def _step(
+        self, x: Tensor, u: Tensor, g: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
         eps = self.step_size
         noise = randn_like(x, generator)
         y = x - eps * g + torch.sqrt(2.0 * eps) * noise

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ..spaces import Euclidean, Space, Sphere, Torus
+from ..targets import Target
 from .base import StochasticTransform, metropolis_accept, randn_like
 
 __all__ = ["MetropolisHastings"]
@@ -62,7 +63,7 @@ class MetropolisHastings(StochasticTransform):
             with ``.energy(x)`` (periodic on the torus).
         steps: number of Metropolis steps per call.
         proposal_scale: ``s``, a positive scalar, or a ``(d,)`` tensor on ``R^d`` and the torus.
-        learnable_scale: make the scale a parameter (else a buffer).
+        learnable: make the scale a parameter (else a buffer).
 
     Shapes:
         forward: ``x (*batch, *event) -> (y (*batch, *event), delta_s (*batch))``.
@@ -86,14 +87,14 @@ class MetropolisHastings(StochasticTransform):
     def __init__(
         self,
         space: Space | int,
-        energy,
+        energy: Target,
         steps: int = 1,
         proposal_scale: float | Tensor = 0.5,
-        learnable_scale: bool = True,
+        learnable: bool = True,
     ):
         super().__init__(space, energy, steps)
         sphere = isinstance(self.domain, Sphere)
-        self._register_positive("scale", proposal_scale, learnable_scale, per_dim=not sphere)
+        self._register_positive("scale", proposal_scale, learnable, per_dim=not sphere)
 
     @property
     def proposal_scale(self) -> Tensor:
@@ -115,7 +116,9 @@ class MetropolisHastings(StochasticTransform):
             return space.projx(x + s * noise)
         return x + s * noise
 
-    def _step(self, x: Tensor, u: Tensor, g, generator=None):
+    def _step(
+        self, x: Tensor, u: Tensor, g: Tensor | None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
         y = self.propose(x, generator)
         u_y = self.energy(y)
         accept = metropolis_accept(u - u_y, generator)
