@@ -67,7 +67,7 @@ def validation(enabled: bool) -> Iterator[None]:
         set_validation(previous)
 
 
-def _get(self) -> bool:
+def _get(self: object) -> bool:
     """Whether this object checks its inputs and outputs on public calls.
 
     ``True``/``False`` when set on the object, otherwise (``None``, the default) the
@@ -77,7 +77,7 @@ def _get(self) -> bool:
     return _enabled if own is None else own
 
 
-def _set(self, value: bool | None) -> None:
+def _set(self: object, value: bool | None) -> None:
     if value is not None and not isinstance(value, bool):
         raise TypeError(
             f"{type(self).__name__}.validate: expected True, False or None, "

@@ -11,7 +11,7 @@ Conventions (see ``docs/concepts.md``):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +27,7 @@ from .errors import (
     StochasticFlowError,
 )
 from .spaces import Space
-from .targets import check_target_space, energy_fn, target_energy
+from .targets import Target, check_target_space, energy_fn, target_energy
 
 __all__ = [
     "Transform",
@@ -190,13 +190,15 @@ class Chain(Transform):
     def __getitem__(self, index: int) -> Transform:
         return self.layers[index]
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Transform]:
         return iter(self.layers)
 
     def extra_repr(self) -> str:
         return ""
 
-    def _run(self, layers: Iterable[Transform], x, context, inverse: bool):
+    def _run(
+        self, layers: Iterable[Transform], x: Tensor, context: Tensor | None, inverse: bool
+    ) -> tuple[Tensor, Tensor]:
         total = None
         for layer in layers:
             ctx = None if layer.context_dim is None else context
@@ -250,10 +252,10 @@ class Inverse(Transform):
     def extra_repr(self) -> str:
         return ""
 
-    def _forward(self, x, context):
+    def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         return self.transform._inverse(x, context)
 
-    def _inverse(self, y, context):
+    def _inverse(self, y: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         return self.transform._forward(y, context)
 
 
@@ -320,21 +322,40 @@ class Flow(Distribution):
         z, logdet = self.transform.inverse(x, self._transform_context(context))
         return self.base._log_prob(z, context) + logdet
 
-    def _rsample(self, shape, context, generator) -> Tensor:
+    def _rsample(
+        self,
+        shape: tuple[int, ...],
+        context: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> Tensor:
         z = self.base._rsample(shape, context, generator)
         return self.transform(z, self._transform_context(context))[0]
 
-    def _sample_and_log_prob(self, shape, context, generator) -> tuple[Tensor, Tensor]:
+    def _sample_and_log_prob(
+        self,
+        shape: tuple[int, ...],
+        context: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor]:
         z, log_p = self.base._sample_and_log_prob(shape, context, generator)
         y, logdet = self.transform(z, self._transform_context(context))
         return y, log_p - logdet
 
-    def sample_and_log_prob(self, shape: Shape = (), context=None, generator=None):
+    def sample_and_log_prob(
+        self,
+        shape: Shape = (),
+        context: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor]:
         self._require_deterministic("sample_and_log_prob")
         return super().sample_and_log_prob(shape, context, generator)
 
     def sample_and_log_weight(
-        self, target, shape: Shape = (), context: Tensor | None = None, generator=None
+        self,
+        target: Target,
+        shape: Shape = (),
+        context: Tensor | None = None,
+        generator: torch.Generator | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Samples and their log importance weights ``log w = -u(y) - log q(y)``.
 

@@ -43,8 +43,9 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import tqdm
@@ -54,6 +55,10 @@ from ._checks import positive_int
 from .distributions import QuasiRandomSampler
 from .errors import InvalidInput, NonFiniteOutput
 from .targets import check_target_space, target_energy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .distributions.base import Distribution
+    from .targets import Target
 
 __all__ = [
     "Estimate",
@@ -106,7 +111,7 @@ class Estimate:
         """The interval ``value ± z * stderr`` (``z = 1.96``: 95 % under normality)."""
         return self.value - z * self.stderr, self.value + z * self.stderr
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Tensor]:
         return iter((self.value, self.stderr))
 
     def __float__(self) -> float:
@@ -161,7 +166,7 @@ class Samples:
 
 
 # ---------------------------------------------------------------------------- validation
-def check_log_weights(log_w, who: str, min_size: int = 1) -> Tensor:
+def check_log_weights(log_w: Tensor, who: str, min_size: int = 1) -> Tensor:
     """Floating log weights ``(n, *cbatch)`` with ``n >= min_size``, no NaN or ``+inf``, and
     not all ``-inf`` in any context row; returned detached."""
     if not isinstance(log_w, Tensor):
@@ -193,11 +198,11 @@ def check_log_weights(log_w, who: str, min_size: int = 1) -> Tensor:
     return log_w.detach()
 
 
-def _obs_shape_text(shape) -> str:
+def _obs_shape_text(shape: Sequence[int]) -> str:
     return "(" + ", ".join(str(s) for s in shape) + ", ...)"
 
 
-def check_values(values, log_w: Tensor, who: str, what: str) -> Tensor:
+def check_values(values: Tensor, log_w: Tensor, who: str, what: str) -> Tensor:
     """Per-sample values ``(*log_w.shape, *obs_shape)``, finite wherever the weight is positive
     (values at zero-weight samples are replaced by 0)."""
     if not isinstance(values, Tensor):
@@ -231,7 +236,7 @@ def check_policy(nonfinite: str, who: str) -> None:
         )
 
 
-def check_model(model, target, who: str) -> None:
+def check_model(model: object, target: Target, who: str) -> None:
     """A model that can be sampled with densities or weights, on the target's space."""
     if not (hasattr(model, "sample_and_log_prob") or hasattr(model, "sample_and_log_weight")):
         raise InvalidInput(
@@ -256,7 +261,13 @@ def handle_nonfinite(log_w: Tensor, nonfinite: str, who: str) -> tuple[Tensor, i
     return log_w, count
 
 
-def region_mask(region, x, log_w: Tensor, who: str, name: str) -> Tensor:
+def region_mask(
+    region: Tensor | Callable[[Tensor], Tensor],
+    x: Tensor | None,
+    log_w: Tensor,
+    who: str,
+    name: str,
+) -> Tensor:
     """A boolean mask of ``log_w``'s shape, given as such or as a callable ``x -> mask``."""
     shape = tuple(log_w.shape)
     if callable(region) and not isinstance(region, Tensor):
@@ -287,7 +298,7 @@ def _zero_energy(x: Tensor) -> Tensor:
 
 
 def sample_with_log_q(
-    model, n: int, context: Tensor | None, generator: torch.Generator | None, who: str
+    model: Distribution, n: int, context: Tensor | None, generator: torch.Generator | None, who: str
 ) -> tuple[Tensor, Tensor]:
     """``n`` reparameterised samples (per context row) and ``log q`` (path-weighted surrogate
     ``log p_base(z) - sum of path weights`` for stochastic flows)."""
@@ -300,8 +311,8 @@ def sample_with_log_q(
 
 
 def log_importance_weights(
-    model,
-    target,
+    model: Distribution,
+    target: Target,
     n: int,
     context: Tensor | None = None,
     *,
@@ -351,8 +362,8 @@ def log_importance_weights(
 
 
 def importance_weights(
-    model,
-    target,
+    model: Distribution,
+    target: Target,
     n: int,
     *,
     context: Tensor | None = None,
@@ -436,7 +447,13 @@ def importance_weights(
     return Samples(torch.cat(xs), log_w, count)
 
 
-def _qmc_draw(model, target, context, generator, who: str):
+def _qmc_draw(
+    model: Distribution,
+    target: Target,
+    context: Tensor | None,
+    generator: torch.Generator | None,
+    who: str,
+) -> Callable[[int], tuple[Tensor, Tensor]]:
     """``b -> (x, log_w)`` from one scrambled Sobol sequence of the model (no gradient)."""
     if context is not None:
         raise InvalidInput(f"{who}: qmc=True does not support a context; draw per context row")

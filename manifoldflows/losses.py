@@ -27,6 +27,7 @@ Targets follow :mod:`manifoldflows.targets` (a callable ``x -> u(x)`` or an obje
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -35,6 +36,10 @@ from ._checks import positive_int
 from .errors import InvalidInput, NonFiniteOutput, StochasticFlowError
 from .estimators import ess, log_importance_weights, log_partition, sample_with_log_q
 from .targets import check_target_space, target_energy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .distributions.base import Distribution
+    from .targets import Target
 
 __all__ = [
     "forward_kl",
@@ -50,7 +55,7 @@ __all__ = [
 ]
 
 
-def forward_kl(model, x: Tensor, context: Tensor | None = None) -> Tensor:
+def forward_kl(model: Distribution, x: Tensor, context: Tensor | None = None) -> Tensor:
     r"""Mean negative log-likelihood of data under the model (the forward-KL objective).
 
     .. math::
@@ -87,14 +92,21 @@ def forward_kl(model, x: Tensor, context: Tensor | None = None) -> Tensor:
     return -log_q.mean()
 
 
-def _energies(model, target, x: Tensor, log_q: Tensor, context, who: str) -> Tensor:
+def _energies(
+    model: Distribution,
+    target: Target,
+    x: Tensor,
+    log_q: Tensor,
+    context: Tensor | None,
+    who: str,
+) -> Tensor:
     check_target_space(model, target, who)
     return target_energy(target, x, log_q.shape, context, who)
 
 
 def reverse_kl(
-    model,
-    target,
+    model: Distribution,
+    target: Target,
     n: int,
     context: Tensor | None = None,
     *,
@@ -166,8 +178,8 @@ def _require_finite_energies(u: Tensor, who: str) -> None:
 
 
 def alpha_divergence(
-    model,
-    target,
+    model: Distribution,
+    target: Target,
     n: int,
     context: Tensor | None = None,
     *,
@@ -257,8 +269,8 @@ def alpha_divergence(
 
 
 def mixed_kl(
-    model,
-    target,
+    model: Distribution,
+    target: Target,
     n: int,
     x: Tensor | None,
     context: Tensor | None = None,
@@ -323,8 +335,8 @@ def mixed_kl(
 
 
 def reverse_kl_path_gradient(
-    model,
-    target,
+    model: Distribution,
+    target: Target,
     n: int,
     context: Tensor | None = None,
     *,
@@ -395,7 +407,9 @@ def reverse_kl_path_gradient(
 
 
 # ------------------------------------------------------------------ weighted maximum likelihood
-def weighted_forward_kl(model, x: Tensor, log_w: Tensor, context: Tensor | None = None) -> Tensor:
+def weighted_forward_kl(
+    model: Distribution, x: Tensor, log_w: Tensor, context: Tensor | None = None
+) -> Tensor:
     r"""Maximum likelihood on weighted samples: the self-normalised forward-KL estimate.
 
     .. math::
@@ -464,8 +478,8 @@ def weighted_forward_kl(model, x: Tensor, log_w: Tensor, context: Tensor | None 
 
 
 def importance_weighted_forward_kl(
-    model,
-    target,
+    model: Distribution,
+    target: Target,
     n: int,
     context: Tensor | None = None,
     *,

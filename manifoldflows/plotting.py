@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
 import torch
@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from .distributions.base import Distribution
+    from .spaces import Space
+
 __all__ = [
     "plot_density_2d",
     "plot_samples_2d",
@@ -40,6 +43,17 @@ __all__ = [
 ]
 
 Bounds = Sequence[Sequence[float]]
+
+
+class HasLogProb(Protocol):
+    """An object with ``log_prob(x)`` (or ``log_prob(x, context)``): a distribution, a flow, or a
+    target of :mod:`physics.toy_manifold`."""
+
+    def log_prob(self, x: Tensor, /, *args: Any, **kwargs: Any) -> Tensor: ...
+
+
+#: What the manifold plots accept: an object with ``log_prob`` or a callable ``x -> log p(x)``.
+DensityModel: TypeAlias = HasLogProb | Callable[[Tensor], Tensor]
 
 
 def new_axes(ncols: int = 1, *, size: float = 4.0) -> list[Axes]:
@@ -77,7 +91,7 @@ def _check_bounds(bounds: Bounds, who: str) -> tuple[tuple[float, float], tuple[
     return (x0, x1), (y0, y1)
 
 
-def _to_numpy_points(x: Any, who: str) -> np.ndarray:
+def _to_numpy_points(x: Tensor | np.ndarray, who: str) -> np.ndarray:
     arr = x.detach().cpu().double().numpy() if isinstance(x, Tensor) else np.asarray(x, float)
     if arr.ndim != 2 or arr.shape[-1] != 2:
         raise ValueError(f"{who}: expected points of shape (n, 2), got shape {tuple(arr.shape)}")
@@ -85,7 +99,7 @@ def _to_numpy_points(x: Any, who: str) -> np.ndarray:
 
 
 def plot_density_2d(
-    model,
+    model: Distribution,
     ax: Axes | None = None,
     bounds: Bounds = ((-4.0, 4.0), (-4.0, 4.0)),
     grid: int = 200,
@@ -250,13 +264,17 @@ def save_figure(fig: Figure | Axes, path: str | os.PathLike, *, dpi: int = 120) 
 # ---------------------------------------------------------------------------- manifolds
 
 
-def _check_grid(grid: Any, who: str, low: int = 2) -> int:
+def _check_grid(grid: int, who: str, low: int = 2) -> int:
     if isinstance(grid, bool) or not isinstance(grid, int) or grid < low:
         raise ValueError(f"{who}: expected an integer grid size >= {low}, got {grid!r}")
     return grid
 
 
-def _density_source(model, space, who: str):
+def _density_source(
+    model: DensityModel, space: Space, who: str
+) -> tuple[
+    Callable[[Tensor, Tensor | None], Tensor], torch.nn.Module | None, torch.dtype, torch.device
+]:
     """Validate ``model`` (an object with ``log_prob`` or a callable log-density) against the
     space the plot needs; return ``(log_density, module_or_None, dtype, device)``.
 
@@ -295,7 +313,9 @@ def _density_source(model, space, who: str):
     return fn, module, dtype, device
 
 
-def _single_context(context: Any, who: str, dtype, device) -> Tensor | None:
+def _single_context(
+    context: Tensor | None, who: str, dtype: torch.dtype, device: torch.device
+) -> Tensor | None:
     if context is None:
         return None
     if (
@@ -311,7 +331,14 @@ def _single_context(context: Any, who: str, dtype, device) -> Tensor | None:
     return context.reshape(-1).to(dtype=dtype, device=device)
 
 
-def _evaluate_density(model, space, points: Tensor, context, chunk: int, who: str) -> np.ndarray:
+def _evaluate_density(
+    model: DensityModel,
+    space: Space,
+    points: Tensor,
+    context: Tensor | None,
+    chunk: int,
+    who: str,
+) -> np.ndarray:
     """``exp(log p)`` at ``points`` (no gradient, eval mode, in chunks) as a float64 array."""
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"{who}: expected a positive integer chunk, got {chunk!r}")
@@ -340,7 +367,7 @@ def _evaluate_density(model, space, points: Tensor, context, chunk: int, who: st
     return torch.exp(log_p).cpu().double().numpy()
 
 
-def _angles(samples: Any, n: int, who: str) -> np.ndarray:
+def _angles(samples: Tensor | np.ndarray, n: int, who: str) -> np.ndarray:
     """Samples on ``Torus(n)`` as an ``(m, n)`` float64 array of angles wrapped to [-pi, pi)."""
     arr = (
         samples.detach().cpu().double().numpy()
@@ -358,7 +385,7 @@ def _angles(samples: Any, n: int, who: str) -> np.ndarray:
 
 
 def plot_circle_density(
-    model,
+    model: DensityModel,
     ax: Axes | None = None,
     samples: Tensor | np.ndarray | None = None,
     context: Tensor | None = None,
@@ -424,7 +451,7 @@ def plot_circle_density(
 
 
 def plot_torus_density(
-    model,
+    model: DensityModel,
     ax: Axes | None = None,
     samples: Tensor | np.ndarray | None = None,
     context: Tensor | None = None,
@@ -509,7 +536,7 @@ _SPHERE_PROJECTIONS = ("mollweide", "hammer", "aitoff", "lambert")
 
 
 def plot_sphere_density(
-    model,
+    model: DensityModel,
     ax: Axes | None = None,
     samples: Tensor | np.ndarray | None = None,
     context: Tensor | None = None,

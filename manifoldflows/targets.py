@@ -30,7 +30,8 @@ target broadcasts ``context[..., j]`` against the batch shape ``(n, *cbatch)``.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeAlias
 
 from torch import Tensor
 
@@ -40,7 +41,18 @@ from .spaces import Space
 __all__ = ["energy_fn", "takes_context", "check_target_space", "target_energy"]
 
 
-def _callable_of(target) -> Callable:
+class HasEnergy(Protocol):
+    """An object with an ``.energy(x)`` (or ``.energy(x, context=None)``) method."""
+
+    def energy(self, x: Tensor, /, *args: Any, **kwargs: Any) -> Tensor: ...
+
+
+#: What the functions of this module accept as a target (for type hints): a callable
+#: ``x -> u(x)`` / ``(x, context) -> u(x | context)`` or an object with ``.energy``.
+Target: TypeAlias = Callable[..., Tensor] | HasEnergy
+
+
+def _callable_of(target: Target) -> Callable[..., Tensor]:
     energy = getattr(target, "energy", None)
     if energy is not None and callable(energy):
         return energy
@@ -52,7 +64,7 @@ def _callable_of(target) -> Callable:
     )
 
 
-def _has_context_parameter(fn) -> bool:
+def _has_context_parameter(fn: Callable[..., Tensor]) -> bool:
     try:
         parameters = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # builtins without a signature
@@ -60,7 +72,7 @@ def _has_context_parameter(fn) -> bool:
     return "context" in parameters
 
 
-def takes_context(target) -> bool:
+def takes_context(target: Target) -> bool:
     """Whether a target's energy depends on (and is called with) the model's context.
 
     Objects with a ``context_dim`` attribute take the context when it is not ``None``; other
@@ -75,7 +87,7 @@ def takes_context(target) -> bool:
     return _has_context_parameter(_callable_of(target))
 
 
-def energy_fn(target) -> Callable[..., Tensor]:
+def energy_fn(target: Target) -> Callable[..., Tensor]:
     """Turn a target into a function ``(x, context=None) -> u(x)`` (reduced energy).
 
     Accepts a plain callable or an object with an ``.energy`` method (the ``physics.Energy``
@@ -99,7 +111,7 @@ def energy_fn(target) -> Callable[..., Tensor]:
     return energy
 
 
-def check_target_space(model, target, who: str) -> None:
+def check_target_space(model: object, target: Target, who: str) -> None:
     """Refuse a target whose ``space`` differs from the model's, naming both.
 
     Targets without a ``space`` attribute (plain callables) are accepted as they are.
@@ -125,7 +137,11 @@ def check_target_space(model, target, who: str) -> None:
 
 
 def target_energy(
-    target, x: Tensor, batch_shape, context: Tensor | None = None, who: str = "target"
+    target: Target,
+    x: Tensor,
+    batch_shape: Sequence[int],
+    context: Tensor | None = None,
+    who: str = "target",
 ) -> Tensor:
     """``u(x | context)``, checked to be a tensor with the given batch shape.
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .core import Transform
 from .distributions import Distribution
+from .spaces import Space
 
 __all__ = [
     "Tolerance",
@@ -50,7 +51,9 @@ def tolerance_for(dtype: torch.dtype) -> Tolerance:
     return Tolerance(atol=2e-3, rtol=2e-3)
 
 
-def perturb_parameters(module: torch.nn.Module, scale: float = 0.1, generator=None) -> None:
+def perturb_parameters(
+    module: torch.nn.Module, scale: float = 0.1, generator: torch.Generator | None = None
+) -> None:
     """Add ``N(0, scale^2)`` noise to every floating-point parameter (in place).
 
     Layers often start at the identity; perturbing them makes the checks meaningful.
@@ -74,7 +77,7 @@ def _assert_close(t: Transform, what: str, a: Tensor, b: Tensor, tol: Tolerance)
         _fail(t, f"{what}: max abs difference {err:.3g} exceeds atol={tol.atol}, rtol={tol.rtol}")
 
 
-def _point_distance(space, a: Tensor, b: Tensor) -> Tensor:
+def _point_distance(space: Space, a: Tensor, b: Tensor) -> Tensor:
     try:
         return space.dist(a, b)
     except NotImplementedError:
@@ -103,7 +106,13 @@ def tangent_jacobian_logdet(t: Transform, x: Tensor, context: Tensor | None = No
     return torch.linalg.slogdet(jt)[1]
 
 
-def _random_context(t: Transform, shape, dtype, device, generator) -> Tensor | None:
+def _random_context(
+    t: Transform,
+    shape: Sequence[int],
+    dtype: torch.dtype,
+    device: torch.device | str,
+    generator: torch.Generator | None,
+) -> Tensor | None:
     if t.context_dim is None:
         return None
     return torch.randn(*shape, t.context_dim, dtype=dtype, generator=generator).to(device)
@@ -118,7 +127,7 @@ def check_transform(
     tolerance: Tolerance | None = None,
     perturb: float = 0.1,
     jacobian_points: int = 3,
-    inputs=None,
+    inputs: Callable[[tuple[int, ...]], Tensor] | None = None,
     seed: int = 0,
 ) -> Transform:
     """Run every generic check on ``transform``; raise ``AssertionError`` on the first failure.
@@ -147,7 +156,7 @@ def check_transform(
     if perturb:
         perturb_parameters(t, perturb, gen)
 
-    def sample_inputs(shape) -> Tensor:
+    def sample_inputs(shape: Sequence[int]) -> Tensor:
         if inputs is not None:
             return inputs(tuple(shape)).to(device=device, dtype=dtype)
         return t.domain.random(tuple(shape), dtype=dtype, generator=gen).to(device)

@@ -110,12 +110,22 @@ class Distribution(nn.Module):
         return self.log_prob(x, context)
 
     # ------------------------------------------------------------------ to implement
-    def _rsample(self, shape: tuple[int, ...], context: Tensor | None, generator) -> Tensor:
+    def _rsample(
+        self,
+        shape: tuple[int, ...],
+        context: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> Tensor:
         raise NotImplementedError(f"{self.name} cannot be sampled")
 
     def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
         raise NotImplementedError(f"{self.name} has no density")
 
-    def _sample_and_log_prob(self, shape, context, generator) -> tuple[Tensor, Tensor]:
+    def _sample_and_log_prob(
+        self,
+        shape: tuple[int, ...],
+        context: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor]:
         x = self._rsample(shape, context, generator)
         return x, self._log_prob(x, context)

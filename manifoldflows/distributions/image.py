@@ -40,11 +40,16 @@ class ImageStandardNormal(Distribution):
     def extra_repr(self) -> str:
         return repr(self.space)
 
-    def _rsample(self, shape, context, generator) -> Tensor:
+    def _rsample(
+        self,
+        shape: tuple[int, ...],
+        context: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> Tensor:
         a = self._anchor
         return torch.randn(
             *shape, *self.space.event_shape, dtype=a.dtype, device=a.device, generator=generator
         )
 
-    def _log_prob(self, x: Tensor, context) -> Tensor:
+    def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
         return -0.5 * (x * x).flatten(-3).sum(-1) - 0.5 * self.space.dim * LOG_2PI

@@ -84,13 +84,18 @@ class Mixture(Distribution):
         """Normalised mixture weights ``(K,)``."""
         return torch.softmax(self.logits, -1)
 
-    def _log_prob(self, x: Tensor, context) -> Tensor:
+    def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
         parts = [c._log_prob(x, context) for c in self.components]
         batch = torch.broadcast_shapes(*(p.shape for p in parts))
         stacked = torch.stack([p.expand(batch) for p in parts], -1)
         return torch.logsumexp(stacked + torch.log_softmax(self.logits, -1), -1)
 
-    def _rsample(self, shape, context, generator) -> Tensor:
+    def _rsample(
+        self,
+        shape: tuple[int, ...],
+        context: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> Tensor:
         samples = torch.stack([c._rsample(shape, context, generator) for c in self.components])
         n = math.prod(shape)
         probs = torch.softmax(self.logits.detach(), -1)

@@ -37,9 +37,14 @@ class Uniform(Distribution):
     def extra_repr(self) -> str:
         return repr(self.space)
 
-    def _rsample(self, shape, context, generator) -> Tensor:
+    def _rsample(
+        self,
+        shape: tuple[int, ...],
+        context: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> Tensor:
         a = self._anchor
         return self.space.random_uniform(shape, dtype=a.dtype, device=a.device, generator=generator)
 
-    def _log_prob(self, x: Tensor, context) -> Tensor:
+    def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
         return self.space.uniform_log_prob(x)

@@ -339,7 +339,7 @@ class LipschitzMLP(nn.Module):
         """The spectrally normalised weights, one per linear layer (runs power iteration)."""
         return [layer.normalized_weight() for layer in self.linears]
 
-    def _pre_activation(self, i: int, h: Tensor, weight: Tensor, context: Tensor | None):
+    def _pre_activation(self, i: int, h: Tensor, weight: Tensor, context: Tensor | None) -> Tensor:
         pre = F.linear(h, weight, self.linears[i].bias)
         if i == 0 and self.context_linear is not None and context is not None:
             pre = pre + self.context_linear(context)

@@ -9,6 +9,7 @@ function of the angles.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -103,7 +104,11 @@ class PeriodicMADE(MADE):
     """
 
     def __init__(
-        self, features: int, outputs_per_input: int, hidden: Sequence[int] = (64, 64), **options
+        self,
+        features: int,
+        outputs_per_input: int,
+        hidden: Sequence[int] = (64, 64),
+        **options: Any,
     ):
         import math
 
