@@ -30,6 +30,7 @@ from ..core import Transform, energy_fn
 from ..errors import InvalidInput
 from ..functional.autograd import value_and_grad
 from ..spaces import Euclidean, Space
+from ..targets import Target
 
 __all__ = ["StochasticTransform", "AnnealedEnergy", "metropolis_accept"]
 
@@ -108,7 +109,7 @@ class AnnealedEnergy(nn.Module):
         tensor([9.])
     """
 
-    def __init__(self, target, lam: float, reference=None):
+    def __init__(self, target: Target, lam: float, reference: Target | None = None):
         super().__init__()
         _check_energy(target, "AnnealedEnergy")
         if reference is not None:
@@ -139,7 +140,7 @@ class AnnealedEnergy(nn.Module):
         return self.energy(x)
 
 
-def _check_energy(energy, who: str) -> None:
+def _check_energy(energy: Target, who: str) -> None:
     try:
         energy_fn(energy)
     except TypeError:
@@ -171,7 +172,7 @@ class StochasticTransform(Transform):
     needs_grad: bool = False
     spaces: tuple[type, ...] = (Euclidean,)
 
-    def __init__(self, space: Space | int, energy, steps: int):
+    def __init__(self, space: Space | int, energy: Target, steps: int):
         who = type(self).__name__
         if isinstance(space, int) and not isinstance(space, bool) and space >= 1:
             space = Euclidean(space)
@@ -187,7 +188,7 @@ class StochasticTransform(Transform):
         self.target = energy
         self.steps = steps
 
-    def _supports(self, space) -> bool:
+    def _supports(self, space: object) -> bool:
         if not isinstance(space, Space):
             return False
         if isinstance(space, Euclidean):  # Euclidean(d) only, not a bounded Interval
@@ -196,7 +197,7 @@ class StochasticTransform(Transform):
 
     # ------------------------------------------------------------------ parameters
     def _register_positive(
-        self, name: str, value, learnable: bool, *, per_dim: bool = True
+        self, name: str, value: float | Tensor, learnable: bool, *, per_dim: bool = True
     ) -> None:
         """Store ``softplus^{-1}(value)`` as ``raw_<name>`` (parameter or buffer)."""
         who = type(self).__name__

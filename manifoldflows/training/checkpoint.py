@@ -15,10 +15,11 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 
 from ..errors import InvalidInput
 
@@ -32,9 +33,11 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike
+#: A learning-rate scheduler (``ReduceLROnPlateau`` is not an ``LRScheduler`` in every torch).
+Scheduler: TypeAlias = LRScheduler | ReduceLROnPlateau
 
 
-def atomic_save(obj: Any, path: PathLike) -> Path:
+def atomic_save(obj: object, path: PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` through a temporary file in the same folder.
 
     The temporary file is flushed to disk and then moved over ``path`` with ``os.replace``
@@ -71,7 +74,7 @@ def atomic_save(obj: Any, path: PathLike) -> Path:
     return path
 
 
-def _stateful(obj: Any) -> bool:
+def _stateful(obj: object) -> bool:
     return not isinstance(obj, Tensor) and callable(getattr(obj, "state_dict", None))
 
 
@@ -79,7 +82,7 @@ def save_checkpoint(
     path: PathLike,
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any | None = None,
+    scheduler: Scheduler | None = None,
     **extra: Any,
 ) -> Path:
     """Write model, optimizer and scheduler state (plus ``extra`` entries) to ``path`` atomically.
@@ -127,7 +130,7 @@ def load_checkpoint(
     path: PathLike,
     model: nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
-    scheduler: Any | None = None,
+    scheduler: Scheduler | None = None,
     *,
     weights_only: bool = True,
     **into: Any,

@@ -13,8 +13,9 @@ from torch import Tensor, nn
 
 from .._checks import positive_int, reference_tensor
 from ..errors import InvalidInput, NonFiniteOutput
+from ..targets import Target
 from .batches import check_rows, mean_nll
-from .checkpoint import PathLike, RandomStates, load_checkpoint, save_checkpoint
+from .checkpoint import PathLike, RandomStates, Scheduler, load_checkpoint, save_checkpoint
 from .early_stopping import EarlyStopping
 from .history import History
 from .objectives import MinibatchLoss, Objective, ReverseKL
@@ -30,7 +31,7 @@ def fit(
     model: nn.Module,
     data: Tensor | None = None,
     *,
-    target: Any = None,
+    target: Target | None = None,
     objective: Objective | None = None,
     loss_fn: LossFn | None = None,
     context: Tensor | None = None,
@@ -39,7 +40,7 @@ def fit(
     lr: float = 1e-3,
     weight_decay: float = 0.0,
     optimizer: torch.optim.Optimizer | Callable[..., torch.optim.Optimizer] | None = None,
-    scheduler: Any = None,
+    scheduler: Scheduler | Callable[[torch.optim.Optimizer], Scheduler] | None = None,
     clip_grad_norm: float | None = 10.0,
     val_data: Tensor | None = None,
     val_context: Tensor | None = None,
@@ -237,7 +238,14 @@ def fit(
     return history
 
 
-def _check_modes(data, target, objective, loss_fn, context, who: str) -> None:
+def _check_modes(
+    data: Tensor | None,
+    target: Target | None,
+    objective: Objective | None,
+    loss_fn: LossFn | None,
+    context: Tensor | None,
+    who: str,
+) -> None:
     """Exactly one way to form the loss: data, target, loss_fn (with or without data), objective."""
     if data is not None and target is not None:
         raise InvalidInput(
@@ -293,7 +301,14 @@ def _generator(model: nn.Module, generator: torch.Generator | None, who: str) ->
     return generator
 
 
-def _optimizer(model: nn.Module, optimizer, scheduler, lr: float, weight_decay: float, who: str):
+def _optimizer(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | Callable[..., torch.optim.Optimizer] | None,
+    scheduler: Scheduler | Callable[[torch.optim.Optimizer], Scheduler] | None,
+    lr: float,
+    weight_decay: float,
+    who: str,
+) -> tuple[torch.optim.Optimizer, Scheduler | None]:
     """The optimizer and scheduler, built from factories or defaults where needed."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -311,7 +326,14 @@ def _optimizer(model: nn.Module, optimizer, scheduler, lr: float, weight_decay: 
     return optimizer, scheduler
 
 
-def _resume(path: PathLike, model, optimizer, scheduler, parts: dict[str, Any], who: str) -> int:
+def _resume(
+    path: PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Scheduler | None,
+    parts: dict[str, Any],
+    who: str,
+) -> int:
     """Load a checkpoint written by :func:`fit` into every piece; return its step."""
     state = load_checkpoint(path, model)
     if state.get("format") != _FORMAT:

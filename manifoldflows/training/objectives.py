@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from .._checks import positive_float, positive_int
 from ..losses import forward_kl, reverse_kl
-from ..targets import energy_fn
+from ..targets import Target, energy_fn
 from .batches import Minibatches, to_model
 
 __all__ = [
@@ -179,7 +179,7 @@ def maximum_likelihood(
 class _Tempered:
     """The target ``u(x) / T``, keeping the target's ``space`` and its use of the context."""
 
-    def __init__(self, target: Any, temperature: float):
+    def __init__(self, target: Target, temperature: float):
         self.energy_of, self.temperature = energy_fn(target), temperature
         self.space = getattr(target, "space", None)
 
@@ -224,7 +224,7 @@ class ReverseKL:
 
     def __init__(
         self,
-        target: Any,
+        target: Target,
         batch_size: int = 256,
         *,
         temperature: float | Callable[[int], float] = 1.0,
@@ -283,7 +283,7 @@ def geometric_annealing(start: float, end: float = 1.0, steps: int = 1) -> Calla
 
 
 def annealed_reverse_kl(
-    target: Any,
+    target: Target,
     batch_size: int = 256,
     *,
     start: float,

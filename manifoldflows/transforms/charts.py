@@ -88,7 +88,7 @@ class AngleToCircle(Transform):
         [0.0, 1.5707...]
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(Circle(), Sphere(1))
 
     def extra_repr(self) -> str:

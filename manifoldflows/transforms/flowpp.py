@@ -9,6 +9,8 @@ root finder of :mod:`manifoldflows.functional.monotonic`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .._checks import positive_int as _positive_int
 from .coupling import Coupling
 from .maps.real import LogisticMixtureMap
@@ -59,7 +61,7 @@ class LogisticMixtureCoupling(Coupling):
         components: int = 8,
         analytic: str = "inverse",
         iterations: int | None = None,
-        **options,
+        **options: Any,
     ):
         who = type(self).__name__
         _positive_int(components, "number of components", who)

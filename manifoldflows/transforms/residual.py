@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 from ..core import Transform
 from ..errors import ManifoldFlowsError
@@ -47,13 +47,13 @@ class _ImplicitGradient(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, y: Tensor, adjoint: Callable[[Tensor], Tensor]) -> Tensor:
+    def forward(ctx: FunctionCtx, y: Tensor, adjoint: Callable[[Tensor], Tensor]) -> Tensor:
         ctx.adjoint = adjoint
         return y.clone()
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor):
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
         return ctx.adjoint(grad), None
 
 

@@ -283,7 +283,7 @@ class MoebiusSphere(Transform):
         one_minus_w2 = t * t + (1.0 - self.max_radius**2) * st * st
         return w, one_minus_w2
 
-    def _circle(self, x: Tensor, context: Tensor | None, inverse: bool):
+    def _circle(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         params = self.conditioner(None, context)
         theta = torch.atan2(x[..., 1], x[..., 0])
         fn = self.circle_map.inverse if inverse else self.circle_map.forward
@@ -522,7 +522,9 @@ class RecursiveSphereFlow(Transform):
         return self.circle_conditioner(self._features(heights), context)
 
     @staticmethod
-    def _spline(a: Tensor, b: Tensor, params: dict[str, Tensor], inverse: bool):
+    def _spline(
+        a: Tensor, b: Tensor, params: dict[str, Tensor], inverse: bool
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         return kernels.interval_spline(
             a, b, params["widths"], params["heights"], params["derivatives"], inverse=inverse
         )
