@@ -44,6 +44,7 @@ References:
 from __future__ import annotations
 
 import math
+from typing import SupportsFloat
 
 import torch
 from torch import Tensor, nn
@@ -63,7 +64,7 @@ BOLTZMANN_CONSTANT = {
 }
 
 
-def _positive(value, who: str, what: str) -> float:
+def _positive(value: SupportsFloat, who: str, what: str) -> float:
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -272,7 +273,7 @@ class Energy(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} does not define a conditional energy")
 
     # ------------------------------------------------------------------ helpers
-    def _check_context(self, context) -> None:
+    def _check_context(self, context: Tensor | None) -> None:
         who = type(self).__name__
         if context is None:
             raise InvalidInput(

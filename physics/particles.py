@@ -34,6 +34,7 @@ References:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -221,7 +222,7 @@ class PairDoubleWell(ParticleEnergy):
         b: float = -4.0,
         c: float = 0.9,
         d0: float = 4.0,
-        **kwargs,
+        **kwargs: Any,
     ):
         super().__init__(n_particles, spatial_dim, **kwargs)
         values = [float(v) for v in (a, b, c, d0)]
@@ -259,7 +260,7 @@ class DW4(PairDoubleWell):
         (8, 6)
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any):
         super().__init__(4, 2, a=0.0, b=-4.0, c=0.9, d0=4.0, **kwargs)
 
 
@@ -300,7 +301,7 @@ class LennardJones(ParticleEnergy):
         epsilon: float = 1.0,
         r_min: float = 1.0,
         oscillator_scale: float = 1.0,
-        **kwargs,
+        **kwargs: Any,
     ):
         super().__init__(n_particles, spatial_dim, **kwargs)
         who = type(self).__name__
@@ -350,5 +351,5 @@ class LJ13(LennardJones):
         (39, 36)
     """
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any):
         super().__init__(13, 3, epsilon=1.0, r_min=1.0, oscillator_scale=1.0, **kwargs)

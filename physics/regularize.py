@@ -32,11 +32,13 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from manifoldflows.spaces import Space
+from manifoldflows.targets import Target
 
 from .energy import Energy
 
@@ -71,7 +73,9 @@ def linlog_cut(u: Tensor, high: float, maximum: float) -> Tensor:
     return torch.where(u > high, log_part, u).clamp(max=maximum)
 
 
-def _as_energy(energy, space: Space | None, who: str):
+def _as_energy(
+    energy: Target, space: Space | None, who: str
+) -> tuple[Callable[..., Tensor], Space]:
     """The callable ``x -> u(x)`` and the space of a wrapped target."""
     if hasattr(energy, "energy") and callable(energy.energy):
         space = getattr(energy, "space", None) if space is None else space
@@ -113,7 +117,7 @@ class RegularizedEnergy(Energy):
             or :meth:`reset_counts`.
     """
 
-    def __init__(self, energy, cap: float, *, space: Space | None = None):
+    def __init__(self, energy: Target, cap: float, *, space: Space | None = None):
         who = type(self).__name__
         fn, space = _as_energy(energy, space, who)
         super().__init__(space, kT=getattr(energy, "kT", None))
@@ -172,7 +176,9 @@ class LinLogCut(RegularizedEnergy):
         ([1000.0, 1000.0], 2)
     """
 
-    def __init__(self, energy, high: float = 1e3, max: float = 1e9, *, space: Space | None = None):
+    def __init__(
+        self, energy: Target, high: float = 1e3, max: float = 1e9, *, space: Space | None = None
+    ):
         who = type(self).__name__
         high, maximum = float(high), float(max)
         if not (math.isfinite(high) and math.isfinite(maximum) and high < maximum):
@@ -211,7 +217,7 @@ class Clip(RegularizedEnergy):
 
     def __init__(
         self,
-        energy,
+        energy: Target,
         high: float = 1e3,
         low: float | None = None,
         *,

@@ -44,12 +44,14 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from manifoldflows._checks import positive_int
+from manifoldflows.distributions import Distribution
 from manifoldflows.errors import InvalidInput, NonFiniteOutput, StochasticFlowError
 from manifoldflows.estimators import (
     Estimate,
@@ -64,7 +66,7 @@ from manifoldflows.estimators import (
     reweighted_mean,
 )
 from manifoldflows.stochastic import annealed_importance_sampling
-from manifoldflows.targets import energy_fn
+from manifoldflows.targets import Target, energy_fn
 
 __all__ = [
     "Estimate",
@@ -228,8 +230,8 @@ def free_energy_profile(
 
 # ---------------------------------------------------------------------------- MCMC with the flow
 def independence_metropolis(
-    flow,
-    target,
+    flow: Distribution,
+    target: Target,
     n_steps: int,
     *,
     n_chains: int = 64,
@@ -329,7 +331,15 @@ def independence_metropolis(
     return ChainResult(samples, log_ws, accepted)
 
 
-def _initial_state(flow, target, initial, n_chains, event_shape, like, who):
+def _initial_state(
+    flow: Distribution,
+    target: Target,
+    initial: Tensor,
+    n_chains: int,
+    event_shape: Sequence[int],
+    like: Tensor,
+    who: str,
+) -> tuple[Tensor, Tensor]:
     if not isinstance(initial, Tensor) or initial.shape != (n_chains, *event_shape):
         got = tuple(initial.shape) if isinstance(initial, Tensor) else type(initial).__name__
         raise InvalidInput(

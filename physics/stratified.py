@@ -47,6 +47,7 @@ import tqdm
 from torch import Tensor
 
 from manifoldflows._checks import positive_int
+from manifoldflows.distributions import Distribution
 from manifoldflows.errors import InvalidInput, StochasticFlowError
 from manifoldflows.estimators import (
     Estimate,
@@ -57,7 +58,7 @@ from manifoldflows.estimators import (
     log_partition,
     region_mask,
 )
-from manifoldflows.targets import target_energy
+from manifoldflows.targets import Target, target_energy
 
 __all__ = ["StratifiedEstimate", "stratified_free_energy_difference"]
 
@@ -99,7 +100,7 @@ def _mask(region: Region, x: Tensor, who: str, name: str) -> Tensor:
     return region_mask(region, x, like, who, name)
 
 
-def _one_condition(flow, context: Tensor | None, who: str) -> Tensor | None:
+def _one_condition(flow: Distribution, context: Tensor | None, who: str) -> Tensor | None:
     """The single context row to condition on, ``(context_dim,)``, or ``None``."""
     context_dim = getattr(flow, "context_dim", None)
     if context_dim is None:
@@ -126,8 +127,8 @@ def _one_condition(flow, context: Tensor | None, who: str) -> Tensor | None:
 
 
 def stratified_free_energy_difference(
-    flow,
-    target,
+    flow: Distribution,
+    target: Target,
     region_a: Region,
     region_b: Region,
     n: int,

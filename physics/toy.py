@@ -28,7 +28,8 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import SupportsFloat, TypeVar
 
 import numpy as np
 import torch
@@ -37,6 +38,9 @@ from torch import Tensor
 from manifoldflows.spaces import Euclidean
 
 from .energy import Energy
+
+#: A scalar or an array of points of the quartic (the marginal is evaluated on both).
+_Points = TypeVar("_Points", float, np.ndarray)
 
 __all__ = [
     "DoubleWell",
@@ -53,7 +57,7 @@ __all__ = [
 _TAIL = 60.0
 
 
-def _finite(value, who: str, what: str) -> float:
+def _finite(value: SupportsFloat, who: str, what: str) -> float:
     try:
         out = float(value)
     except (TypeError, ValueError):
@@ -96,14 +100,14 @@ class _Quartic:
                 bound[k] = max(bound[k], math.exp(-self.w(m)))
         self.edges, self.bound = edges, bound
 
-    def v(self, x):
+    def v(self, x: _Points) -> _Points:
         return self.a * x + self.b * x**2 + self.c * x**4
 
-    def w(self, x):
+    def w(self, x: _Points) -> _Points:
         """Shifted reduced potential ``(V(x) - V_min) / kT >= 0``."""
         return (self.v(x) - self.v_min) / self.kT
 
-    def _integral(self, g, lo: float, hi: float) -> float:
+    def _integral(self, g: Callable[[float], float], lo: float, hi: float) -> float:
         from scipy.integrate import quad
 
         lo, hi = max(lo, -self.radius), min(hi, self.radius)
@@ -126,7 +130,13 @@ class _Quartic:
         m = self._integral(lambda x: self.w(x) * math.exp(-self.w(x)), -math.inf, math.inf)
         return m / z + self.v_min / self.kT
 
-    def sample(self, n: int, generator, dtype, device) -> Tensor:
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ) -> Tensor:
         """``n`` exact draws (float64 on the CPU, then cast), by rejection from the envelope."""
         bound = torch.as_tensor(self.bound, dtype=torch.float64)
         edges = torch.as_tensor(self.edges, dtype=torch.float64)
@@ -144,7 +154,11 @@ class _Quartic:
         return torch.cat(out)[:n].to(dtype=dtype, device=device)
 
 
-def _sample_args(generator, dtype, device) -> tuple:
+def _sample_args(
+    generator: torch.Generator | None,
+    dtype: torch.dtype | None,
+    device: torch.device | str | None,
+) -> tuple[torch.dtype, torch.device]:
     dtype = torch.get_default_dtype() if dtype is None else dtype
     device = torch.device("cpu") if device is None else torch.device(device)
     if generator is not None and generator.device.type != "cpu":

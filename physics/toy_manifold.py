@@ -47,7 +47,8 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import SupportsFloat
 
 import torch
 from torch import Tensor
@@ -158,7 +159,7 @@ class ManifoldTarget(Energy):
         return f"{type(self).__name__}(log_Z={self.log_Z:.7f})"
 
 
-def _pair(value, who: str, what: str) -> tuple[float, float]:
+def _pair(value: Iterable[SupportsFloat], who: str, what: str) -> tuple[float, float]:
     try:
         a, b = (float(v) for v in value)
     except (TypeError, ValueError):
@@ -168,7 +169,7 @@ def _pair(value, who: str, what: str) -> tuple[float, float]:
     return a, b
 
 
-def _concentration(value, who: str) -> float:
+def _concentration(value: SupportsFloat, who: str) -> float:
     kappa = float(value)
     if not (kappa > 0.0 and math.isfinite(kappa)):
         raise ValueError(f"{who}: expected a positive finite concentration, got {value!r}")
