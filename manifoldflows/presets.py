@@ -459,28 +459,18 @@ def Glow(
 
 
 def ResidualFlow(
-    features: int,
-    *,
-    context_dim: int | None = None,
-    layers: int = 4,
-    hidden: Sequence[int] = (64, 64),
-    activation: str = "lipswish",
-    coeff: float = 0.97,
-    norm: str = "power",
-    logdet: str = "auto",
-    n_exact_terms: int = 2,
-    stop_prob: float = 0.5,
-    neumann_grad: bool = True,
-    actnorm: bool = False,
+    features: int, *, layers: int = 4, actnorm: bool = False, **options: object
 ) -> Flow:
     """Residual Flow: a chain of invertible residual blocks (Chen et al. 2019, arXiv:1906.02735).
 
     ``layers`` :class:`~manifoldflows.transforms.InvertibleResidual` blocks (optionally each
     preceded by an :class:`~manifoldflows.transforms.ActNorm`) on a standard normal base.
     Every block mixes all coordinates, so no permutations are needed. ``log_prob`` runs the
-    explicit residual maps ``z = y + g(y)``; sampling solves fixed points. ``logdet="auto"``
-    is exact for ``features <= 16`` and the unbiased Russian-roulette estimator above (see
-    :class:`~manifoldflows.transforms.InvertibleResidual` for the other options).
+    explicit residual maps ``z = y + g(y)``; sampling solves fixed points. ``options``
+    (``context_dim``, ``hidden`` ((64, 64)), ``activation`` ("lipswish"), ``coeff``, ``norm``,
+    ``logdet`` ("auto": exact for ``features <= 16``, the unbiased Russian-roulette estimator
+    above), ``n_exact_terms``, ``stop_prob``, ``neumann_grad``) go to every
+    :class:`~manifoldflows.transforms.InvertibleResidual` block.
 
     Example:
         >>> flow = ResidualFlow(2, layers=2, hidden=(16,))
@@ -488,20 +478,10 @@ def ResidualFlow(
         >>> torch.allclose(flow.log_prob(x), log_q, atol=1e-4)
         True
     """
+    options.setdefault("activation", "lipswish")
 
     def block(i: int) -> Transform:
-        return InvertibleResidual(
-            features,
-            context_dim=context_dim,
-            hidden=hidden,
-            activation=activation,
-            coeff=coeff,
-            norm=norm,
-            logdet=logdet,
-            n_exact_terms=n_exact_terms,
-            stop_prob=stop_prob,
-            neumann_grad=neumann_grad,
-        )
+        return InvertibleResidual(features, **options)
 
     chain = stack(features, block, layers, permute="none", actnorm=actnorm)
     return Flow(StandardNormal(features), chain)
@@ -553,22 +533,15 @@ def FlowPP(space: Space | int, *, components: int = 8, **options) -> Flow:
     return build_flow(space, "logistic_mixture", components=components, who="FlowPP", **options)
 
 
-def Planar(
-    features: int,
-    *,
-    context_dim: int | None = None,
-    layers: int = 16,
-    hidden: Sequence[int] = (64,),
-    activation: str = "relu",
-    seed: int = 0,
-) -> Flow:
+def Planar(features: int, *, layers: int = 16, seed: int = 0, **options: object) -> Flow:
     """Stack of planar flows (Rezende & Mohamed 2015, arXiv:1505.05770).
 
     ``layers`` :class:`~manifoldflows.transforms.PlanarFlow` layers on a standard normal base.
     Sampling and ``sample_and_log_prob`` are closed form (the natural use: reverse-KL training
-    against an energy); ``log_prob`` inverts every layer by a scalar root search. With
-    ``context_dim`` each layer's ``(u, w, b)`` get context-dependent offsets from an MLP with
-    hidden sizes ``hidden``. ``seed`` makes the random initialisation of the ``w`` reproducible.
+    against an energy); ``log_prob`` inverts every layer by a scalar root search. ``options``
+    (``context_dim``, ``hidden``, ``activation``) go to every layer: with ``context_dim`` each
+    layer's ``(u, w, b)`` get context-dependent offsets from a conditioner. ``seed`` makes the
+    random initialisation of the ``w`` reproducible.
 
     Example:
         >>> flow = Planar(2, layers=4)
@@ -579,13 +552,7 @@ def Planar(
     generator = torch.Generator().manual_seed(seed)
 
     def block(i: int) -> Transform:
-        return PlanarFlow(
-            features,
-            context_dim=context_dim,
-            hidden=hidden,
-            activation=activation,
-            generator=generator,
-        )
+        return PlanarFlow(features, generator=generator, **options)
 
     return Flow(StandardNormal(features), stack(features, block, layers, permute="none"))
 
@@ -593,14 +560,10 @@ def Planar(
 def Sylvester(
     features: int,
     *,
-    context_dim: int | None = None,
     layers: int = 4,
     kind: str = "orthogonal",
-    num_ortho_vectors: int | None = None,
-    num_householder: int | None = None,
-    hidden: Sequence[int] = (64,),
-    activation: str = "relu",
     seed: int = 0,
+    **options: object,
 ) -> Flow:
     """Stack of Sylvester flows (van den Berg et al. 2018, arXiv:1803.05649).
 
@@ -608,8 +571,8 @@ def Sylvester(
     (``"orthogonal"``, ``"householder"`` or ``"triangular"``) on a standard normal base; the
     triangular kind alternates ``Q = I`` and the reversal permutation, as in the paper. Each
     layer's ``Q`` is initialised independently at random (reproducibly, from ``seed``).
-    ``num_ortho_vectors``, ``num_householder``, ``context_dim``, ``hidden`` and ``activation``
-    are passed to every layer.
+    ``options`` (``num_ortho_vectors``, ``num_householder``, ``context_dim``, ``hidden``,
+    ``activation``) go to every layer.
 
     Example:
         >>> flow = Sylvester(3, layers=2, kind="householder", num_householder=2)
@@ -620,17 +583,8 @@ def Sylvester(
     generator = torch.Generator().manual_seed(seed)
 
     def block(i: int) -> Transform:
-        return SylvesterFlow(
-            features,
-            kind=kind,
-            num_ortho_vectors=num_ortho_vectors,
-            num_householder=num_householder,
-            reverse=kind == "triangular" and i % 2 == 1,
-            context_dim=context_dim,
-            hidden=hidden,
-            activation=activation,
-            generator=generator,
-        )
+        reverse = kind == "triangular" and i % 2 == 1
+        return SylvesterFlow(features, kind=kind, reverse=reverse, generator=generator, **options)
 
     return Flow(StandardNormal(features), stack(features, block, layers, permute="none"))
 
@@ -741,47 +695,22 @@ def SphereFlow(
     """
     if kind not in SPHERE_FLOW_KINDS:
         raise ValueError(f"SphereFlow: expected kind in {SPHERE_FLOW_KINDS}, got {kind!r}")
-    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-        raise ValueError(f"SphereFlow: expected a positive number of layers, got {layers!r}")
+    layers = positive_int(layers, "number of layers", "SphereFlow")
     space = Sphere(n)  # validates n
     generator = torch.Generator().manual_seed(seed)
+    options = dict(context_dim=context_dim, hidden=hidden, activation=activation)
+    build = {
+        "recursive": lambda: RecursiveSphereFlow(
+            n, bins=bins, circle=circle, components=components, **options
+        ),
+        "moebius": lambda: MoebiusSphere(n, components=components if n == 1 else 1, **options),
+        "expmap": lambda: ExpMapRadial(n, components=components, generator=generator, **options),
+    }[kind]
     parts: list[Transform] = []
     for _ in range(layers):
         if rotations:
             parts.append(SphereRotation(n, generator=generator))
-        if kind == "recursive":
-            parts.append(
-                RecursiveSphereFlow(
-                    n,
-                    bins=bins,
-                    circle=circle,
-                    components=components,
-                    context_dim=context_dim,
-                    hidden=hidden,
-                    activation=activation,
-                )
-            )
-        elif kind == "moebius":
-            parts.append(
-                MoebiusSphere(
-                    n,
-                    components=components if n == 1 else 1,
-                    context_dim=context_dim,
-                    hidden=hidden,
-                    activation=activation,
-                )
-            )
-        else:
-            parts.append(
-                ExpMapRadial(
-                    n,
-                    components=components,
-                    context_dim=context_dim,
-                    hidden=hidden,
-                    activation=activation,
-                    generator=generator,
-                )
-            )
+        parts.append(build())
     return Flow(Uniform(space), Chain(*parts))
 
 
@@ -870,56 +799,29 @@ def SNF(
         raise ValueError(f"SNF: expected stochastic in {SNF_STOCHASTIC_KINDS}, got {stochastic!r}")
     if coupling not in ("affine", "spline"):
         raise ValueError(f"SNF: expected coupling 'affine' or 'spline', got {coupling!r}")
-    for name, value, low in (("blocks", blocks, 1), ("flow_layers", flow_layers, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"SNF: expected an integer {name} >= {low}, got {value!r}")
-    if flow_layers > 0 and (
-        isinstance(features, bool) or not isinstance(features, int) or features < 2
-    ):
+    blocks = positive_int(blocks, "number of blocks", "SNF")
+    flow_layers = positive_int(flow_layers, "number of flow_layers", "SNF", minimum=0)
+    if flow_layers > 0 and positive_int(features, "dimension", "SNF") < 2:
         raise ValueError(f"SNF: coupling layers need features >= 2, got {features!r}")
     step = _SNF_DEFAULT_STEP[stochastic] if step_size is None else step_size
     options = dict(context_dim=context_dim, hidden=hidden, activation=activation)
     if coupling == "spline":
         options.update(bins=bins, bound=bound)
     layer_type = AffineCoupling if coupling == "affine" else SplineCoupling
+    mcmc = {
+        "langevin": lambda u: OverdampedLangevin(
+            features, u, steps, step, learnable=learnable_step
+        ),
+        "mala": lambda u: OverdampedLangevin(
+            features, u, steps, step, metropolis=True, learnable=learnable_step
+        ),
+        "mh": lambda u: MetropolisHastings(features, u, steps, step, learnable=learnable_step),
+        "hmc": lambda u: HMC(features, u, steps, leapfrog_steps, step, learnable=learnable_step),
+    }[stochastic]
     parts: list[Transform] = []
-    index = 0
     for k in range(blocks):
-        for _ in range(flow_layers):
-            parts.append(layer_type(features, swap=index % 2 == 1, **options))
-            index += 1
+        for i in range(flow_layers):
+            parts.append(layer_type(features, swap=(k * flow_layers + i) % 2 == 1, **options))
         lam = (k + 1) / blocks
-        target = AnnealedEnergy(energy, lam) if anneal and k < blocks - 1 else energy
-        if stochastic in ("langevin", "mala"):
-            parts.append(
-                OverdampedLangevin(
-                    features,
-                    target,
-                    steps=steps,
-                    step_size=step,
-                    metropolis=stochastic == "mala",
-                    learnable=learnable_step,
-                )
-            )
-        elif stochastic == "mh":
-            parts.append(
-                MetropolisHastings(
-                    features,
-                    target,
-                    steps=steps,
-                    proposal_scale=step,
-                    learnable=learnable_step,
-                )
-            )
-        else:
-            parts.append(
-                HMC(
-                    features,
-                    target,
-                    steps=steps,
-                    leapfrog_steps=leapfrog_steps,
-                    step_size=step,
-                    learnable=learnable_step,
-                )
-            )
+        parts.append(mcmc(AnnealedEnergy(energy, lam) if anneal and k < blocks - 1 else energy))
     return Flow(StandardNormal(features), Chain(*parts))
