@@ -6,6 +6,7 @@ conditional density estimation.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -20,6 +21,7 @@ from .distributions import (
 )
 from .spaces import Euclidean, Product, Space, Sphere, Torus
 from .stochastic import HMC, AnnealedEnergy, MetropolisHastings, OverdampedLangevin
+from .targets import Target
 from .transforms.autoregressive import MaskedAutoregressive
 from .transforms.coupling import AffineCoupling, Coupling, SplineCoupling, as_space
 from .transforms.linear import RandomPermutation, Reverse
@@ -192,7 +194,7 @@ def build_flow(
     permute: str | None = None,
     seed: int = 0,
     who: str = "build_flow",
-    **map_options,
+    **map_options: Any,
 ) -> Flow:
     """The one builder behind the coupling and autoregressive presets, on any space.
 
@@ -272,7 +274,9 @@ def build_flow(
     return Flow(default_base(space), chain)
 
 
-def RealNVP(space: Space | int, *, layers: int = 8, hidden=(128, 128), **options) -> Flow:
+def RealNVP(
+    space: Space | int, *, layers: int = 8, hidden: Sequence[int] = (128, 128), **options: Any
+) -> Flow:
     """Affine-coupling flow (Dinh et al. 2016, RealNVP, arXiv:1605.08803).
 
     ``options``: see :func:`build_flow` (``context_dim``, ``activation``, ``actnorm``,
@@ -292,7 +296,7 @@ def NSF(
     bins: int = 8,
     bound: float = 5.0,
     autoregressive: bool = False,
-    **options,
+    **options: Any,
 ) -> Flow:
     """Neural Spline Flow with rational-quadratic splines (Durkan et al. 2019, arXiv:1906.04032).
 
@@ -321,8 +325,8 @@ def NSF(
     )
 
 
-def _affine_autoregressive(mode: str, name: str):
-    def preset(space: Space | int, *, layers: int = 5, **options) -> Flow:
+def _affine_autoregressive(mode: str, name: str) -> Callable[..., Flow]:
+    def preset(space: Space | int, *, layers: int = 5, **options: Any) -> Flow:
         return build_flow(space, "affine", layers=layers, autoregressive=True, mode=mode, **options)
 
     preset.__name__ = preset.__qualname__ = name
@@ -458,9 +462,7 @@ def Glow(
     return Flow(ImageStandardNormal(channels, height, width), inner)
 
 
-def ResidualFlow(
-    features: int, *, layers: int = 4, actnorm: bool = False, **options: object
-) -> Flow:
+def ResidualFlow(features: int, *, layers: int = 4, actnorm: bool = False, **options: Any) -> Flow:
     """Residual Flow: a chain of invertible residual blocks (Chen et al. 2019, arXiv:1906.02735).
 
     ``layers`` :class:`~manifoldflows.transforms.InvertibleResidual` blocks (optionally each
@@ -493,7 +495,7 @@ def NAF(
     sigmoid_units: int = 8,
     sigmoid_layers: int = 1,
     mode: str = "maf",
-    **options,
+    **options: Any,
 ) -> Flow:
     """Neural Autoregressive Flow with deep sigmoidal transformers (Huang et al. 2018,
     arXiv:1804.00779).
@@ -514,7 +516,7 @@ def NAF(
     return build_flow(space, dsf, autoregressive=True, mode=mode, who="NAF", **options)
 
 
-def FlowPP(space: Space | int, *, components: int = 8, **options) -> Flow:
+def FlowPP(space: Space | int, *, components: int = 8, **options: Any) -> Flow:
     """Flow++-style coupling flow on ``R^d`` (Ho et al. 2019, arXiv:1902.00275).
 
     Coupling layers with logistic-mixture CDF maps
@@ -533,7 +535,7 @@ def FlowPP(space: Space | int, *, components: int = 8, **options) -> Flow:
     return build_flow(space, "logistic_mixture", components=components, who="FlowPP", **options)
 
 
-def Planar(features: int, *, layers: int = 16, seed: int = 0, **options: object) -> Flow:
+def Planar(features: int, *, layers: int = 16, seed: int = 0, **options: Any) -> Flow:
     """Stack of planar flows (Rezende & Mohamed 2015, arXiv:1505.05770).
 
     ``layers`` :class:`~manifoldflows.transforms.PlanarFlow` layers on a standard normal base.
@@ -563,7 +565,7 @@ def Sylvester(
     layers: int = 4,
     kind: str = "orthogonal",
     seed: int = 0,
-    **options: object,
+    **options: Any,
 ) -> Flow:
     """Stack of Sylvester flows (van den Berg et al. 2018, arXiv:1803.05649).
 
@@ -589,7 +591,7 @@ def Sylvester(
     return Flow(StandardNormal(features), stack(features, block, layers, permute="none"))
 
 
-def TorusNSF(n: int, *, bins: int = 8, shift: bool = True, **options) -> Flow:
+def TorusNSF(n: int, *, bins: int = 8, shift: bool = True, **options: Any) -> Flow:
     """Circular neural spline flow on the torus ``T^n`` (Rezende et al. 2020, arXiv:2002.02428).
 
     ``NSF(Torus(n))``: a uniform base on ``Torus(n)`` (density ``(2 pi)^-n`` w.r.t. the angle
@@ -611,7 +613,7 @@ def TorusNSF(n: int, *, bins: int = 8, shift: bool = True, **options) -> Flow:
 
 
 def TorusMoebius(
-    n: int, *, components: int = 4, shift: bool = True, max_radius: float = 0.99, **options
+    n: int, *, components: int = 4, shift: bool = True, max_radius: float = 0.99, **options: Any
 ) -> Flow:
     """Moebius flow on the torus ``T^n`` (Rezende et al. 2020, arXiv:2002.02428).
 
@@ -720,7 +722,7 @@ _SNF_DEFAULT_STEP = {"langevin": 0.01, "mala": 0.05, "mh": 0.3, "hmc": 0.1}
 
 def SNF(
     features: int,
-    energy,
+    energy: Target,
     *,
     flow_layers: int = 2,
     stochastic: str = "mh",

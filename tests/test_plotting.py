@@ -32,7 +32,7 @@ def test_density_heat_map_integrates_to_one_and_png_is_written(tmp_path, dtype, 
 def test_density_of_conditional_model_uses_the_context():
     model = DiagNormal(2, context_dim=1)
     with torch.no_grad():
-        model.context_offsets.net[-1].bias.copy_(torch.tensor([2.0, 0.0, 0.0, 0.0]))  # shifts x by 2
+        model.context_offsets.net[-1].bias.copy_(torch.tensor([2.0, 0.0, 0.0, 0.0]))  # x += 2
     img0 = np.asarray(plot_density_2d(model, grid=40, context=torch.zeros(1)).images[0].get_array())
     ref = np.asarray(plot_density_2d(StandardNormal(2), grid=40).images[0].get_array())
     assert not np.allclose(img0, ref)  # the bias acts even at context 0

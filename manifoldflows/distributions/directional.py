@@ -10,7 +10,7 @@ mixtures of any distributions on one space are :class:`~manifoldflows.distributi
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +42,9 @@ _MAX_REJECTION_ROUNDS = 200
 # --------------------------------------------------------------------------------------------
 # Exact samplers
 # --------------------------------------------------------------------------------------------
-def _rejection_loop(kappa: Tensor, propose, who: str) -> Tensor:
+def _rejection_loop(
+    kappa: Tensor, propose: Callable[[], tuple[Tensor, Tensor]], who: str
+) -> Tensor:
     """Run ``propose() -> (value, accepted)`` until every entry has been accepted once."""
     out = torch.zeros_like(kappa)
     done = torch.zeros(kappa.shape, dtype=torch.bool, device=kappa.device)
@@ -92,7 +94,7 @@ def sample_von_mises_angle(kappa: Tensor, generator: torch.Generator | None = No
     r_minus_1 = (1.0 - rho) ** 2 / (2.0 * rho)
     r = 1.0 + r_minus_1
 
-    def propose():
+    def propose() -> tuple[Tensor, Tensor]:
         u = torch.rand((3, *k.shape), dtype=k.dtype, device=k.device, generator=generator)
         z = torch.cos(math.pi * u[0])
         one_minus_f = (r_minus_1 * (1.0 - z) / (r + z)).clamp(0.0, 2.0)
@@ -141,7 +143,7 @@ def sample_vmf_cosine(
     x0 = 1.0 - one_minus_x0
     log_1m_x0sq = torch.log(one_minus_x0) + torch.log1p(x0)
 
-    def propose():
+    def propose() -> tuple[Tensor, Tensor]:
         g = torch.randn((p, *k.shape), dtype=k.dtype, device=k.device, generator=generator)
         t = g[0] / torch.linalg.vector_norm(g, dim=0).clamp_min(torch.finfo(k.dtype).tiny)
         z = 0.5 * (1.0 + t)
@@ -165,7 +167,7 @@ def _softplus_inverse(y: Tensor) -> Tensor:
     return y + torch.log(-torch.expm1(-y))
 
 
-def _as_vector(value, size: int, who: str, what: str) -> Tensor:
+def _as_vector(value: float | Sequence[float] | Tensor, size: int, who: str, what: str) -> Tensor:
     t = torch.as_tensor(value, dtype=torch.get_default_dtype())
     if t.dim() > 1 or (t.dim() == 1 and t.shape[0] not in (1, size)):
         raise ValueError(
@@ -274,12 +276,14 @@ class VonMises(Distribution):
             self.raw_concentration + offset["raw_concentration"]
         )
 
-    def _log_prob(self, x: Tensor, context) -> Tensor:
+    def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
         loc, kappa = self.parameters_for(context)
         log_norm = LOG_2PI + torch.log(torch.special.i0e(kappa))
         return (kappa * (torch.cos(x - loc) - 1.0) - log_norm).sum(-1)
 
-    def _rsample(self, shape, context, generator) -> Tensor:
+    def _rsample(
+        self, shape: tuple[int, ...], context: Tensor | None, generator: torch.Generator | None
+    ) -> Tensor:
         loc, kappa = self.parameters_for(context)
         kappa = kappa.expand(*shape, self.n)
         return wrap(loc + sample_von_mises_angle(kappa, generator))
@@ -406,11 +410,13 @@ class VonMisesFisher(Distribution):
         """``E<mu, x> = A_p(kappa) = I_(p/2)(kappa) / I_(p/2-1)(kappa)``."""
         return bessel_iv_ratio(0.5 * self.p - 1.0, self.parameters_for(context)[1])
 
-    def _log_prob(self, x: Tensor, context) -> Tensor:
+    def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
         mu, kappa = self.parameters_for(context)
         return -0.5 * kappa * ((x - mu) ** 2).sum(-1) + self.log_normalizer(kappa)
 
-    def _rsample(self, shape, context, generator) -> Tensor:
+    def _rsample(
+        self, shape: tuple[int, ...], context: Tensor | None, generator: torch.Generator | None
+    ) -> Tensor:
         mu, kappa = self.parameters_for(context)
         p = self.p
         kappa = kappa.expand(shape)
@@ -560,7 +566,7 @@ class WrappedNormal(Distribution):
         radius = float(self.scale.detach().max()) * _chi_radius(dof, tol)
         return math.ceil((radius + math.pi) / TWO_PI)
 
-    def _log_prob(self, x: Tensor, context) -> Tensor:
+    def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
         space, mu, log_scale = self.space, self.space.projx(self.loc), self.log_scale
         scale = log_scale.exp()
         if isinstance(space, Sphere):
@@ -594,7 +600,9 @@ class WrappedNormal(Distribution):
         log_n = log_n.sum(-1) if log_n.shape[-1] == space.dim else log_n
         return log_n - space.expmap_log_volume(mu, u)
 
-    def _rsample(self, shape, context, generator) -> Tensor:
+    def _rsample(
+        self, shape: tuple[int, ...], context: Tensor | None, generator: torch.Generator | None
+    ) -> Tensor:
         space = self.space
         mu = space.projx(self.loc)
         eps = torch.randn(

@@ -40,13 +40,15 @@ class StandardNormal(Distribution):
     def extra_repr(self) -> str:
         return f"features={self.features}"
 
-    def _rsample(self, shape, context, generator) -> Tensor:
+    def _rsample(
+        self, shape: tuple[int, ...], context: Tensor | None, generator: torch.Generator | None
+    ) -> Tensor:
         a = self._anchor
         return torch.randn(
             *shape, self.features, dtype=a.dtype, device=a.device, generator=generator
         )
 
-    def _log_prob(self, x: Tensor, context) -> Tensor:
+    def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
         return -0.5 * (x * x).sum(-1) - 0.5 * self.features * LOG_2PI
 
 
@@ -109,14 +111,16 @@ class DiagNormal(Distribution):
         offset = self.context_offsets(None, context)
         return self.loc + offset["loc"], self.log_scale + offset["log_scale"]
 
-    def _rsample(self, shape, context, generator) -> Tensor:
+    def _rsample(
+        self, shape: tuple[int, ...], context: Tensor | None, generator: torch.Generator | None
+    ) -> Tensor:
         loc, log_scale = self.parameters_for(context)
         eps = torch.randn(
             *shape, self.features, dtype=loc.dtype, device=loc.device, generator=generator
         )
         return loc + torch.exp(log_scale) * eps
 
-    def _log_prob(self, x: Tensor, context) -> Tensor:
+    def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
         loc, log_scale = self.parameters_for(context)
         return diag_normal_log_prob(x, loc, log_scale)
 
@@ -184,12 +188,14 @@ class GaussianMixture(Distribution):
     def extra_repr(self) -> str:
         return f"features={self.features}, components={self.components}"
 
-    def _log_prob(self, x: Tensor, context) -> Tensor:
+    def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
         log_w = torch.log_softmax(self.logits, -1)
         comp = diag_normal_log_prob(x.unsqueeze(-2), self.loc, self.log_scale)
         return torch.logsumexp(comp + log_w, dim=-1)
 
-    def _rsample(self, shape, context, generator) -> Tensor:
+    def _rsample(
+        self, shape: tuple[int, ...], context: Tensor | None, generator: torch.Generator | None
+    ) -> Tensor:
         n = math.prod(shape)
         probs = torch.softmax(self.logits, -1)
         idx = torch.multinomial(probs.detach(), n, replacement=True, generator=generator)

@@ -53,15 +53,19 @@ class ProductDistribution(Distribution):
     def _context(self, factor: Distribution, context: Tensor | None) -> Tensor | None:
         return context if factor.context_dim is not None else None
 
-    def _rsample(self, shape, context, generator) -> Tensor:
+    def _rsample(
+        self, shape: tuple[int, ...], context: Tensor | None, generator: torch.Generator | None
+    ) -> Tensor:
         parts = [f._rsample(shape, self._context(f, context), generator) for f in self.factors]
         return torch.cat(parts, dim=-1)
 
-    def _log_prob(self, x: Tensor, context) -> Tensor:
+    def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
         parts = self.space.split(x)
         return sum(f._log_prob(p, self._context(f, context)) for f, p in zip(self.factors, parts))
 
-    def _sample_and_log_prob(self, shape, context, generator) -> tuple[Tensor, Tensor]:
+    def _sample_and_log_prob(
+        self, shape: tuple[int, ...], context: Tensor | None, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
         xs, total = [], None
         for f in self.factors:
             x, log_p = f._sample_and_log_prob(shape, self._context(f, context), generator)

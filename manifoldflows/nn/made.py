@@ -88,7 +88,7 @@ class MaskedLinear(nn.Linear):
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.masked_weight(), self.bias)
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict:
         state = dict(super().__getstate__())
         state["_cache"] = None
         return state

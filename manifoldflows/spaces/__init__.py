@@ -10,4 +10,12 @@ from .sphere import Sphere
 __all__ = [
     "Space",
     "Coordinate",
-    "COORDINATE_KINDS", "Euclidean", "Interval", "Product", "Image", "Torus", "Circle", "Sphere"]
+    "COORDINATE_KINDS",
+    "Euclidean",
+    "Interval",
+    "Product",
+    "Image",
+    "Torus",
+    "Circle",
+    "Sphere",
+]

@@ -93,11 +93,25 @@ class Torus(Space):
         """Wrap angles to ``[-pi, pi)``."""
         return wrap(x)
 
-    def random_uniform(self, shape=(), *, dtype=None, device=None, generator=None) -> Tensor:
+    def random_uniform(
+        self,
+        shape: tuple[int, ...] | torch.Size = (),
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         u = torch.rand(*shape, self.n, dtype=dtype, device=device, generator=generator)
         return wrap(2.0 * math.pi * u - math.pi)
 
-    def random(self, shape=(), *, dtype=None, device=None, generator=None) -> Tensor:
+    def random(
+        self,
+        shape: tuple[int, ...] | torch.Size = (),
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         return self.random_uniform(shape, dtype=dtype, device=device, generator=generator)
 
     # ----------------------------------------------------------------- geometry
@@ -135,7 +149,7 @@ class Circle(Torus):
         True
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__(1)
 
     def __repr__(self) -> str:

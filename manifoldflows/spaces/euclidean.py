@@ -42,7 +42,14 @@ class Euclidean(Space):
     def coordinates(self) -> tuple[Coordinate, ...]:
         return (Coordinate("real"),) * self.d
 
-    def random(self, shape=(), *, dtype=None, device=None, generator=None) -> Tensor:
+    def random(
+        self,
+        shape: tuple[int, ...] | torch.Size = (),
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         return torch.randn(*shape, self.d, dtype=dtype, device=device, generator=generator)
 
     def expmap(self, x: Tensor, u: Tensor) -> Tensor:
@@ -121,7 +128,14 @@ class Interval(Euclidean):
     def projx(self, x: Tensor) -> Tensor:
         return x.clamp(self.low, self.high)
 
-    def random(self, shape=(), *, dtype=None, device=None, generator=None) -> Tensor:
+    def random(
+        self,
+        shape: tuple[int, ...] | torch.Size = (),
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         z = torch.randn(*shape, self.d, dtype=dtype, device=device, generator=generator)
         return self.from_real(z)[0]
 
@@ -140,7 +154,14 @@ class Interval(Euclidean):
             return super().log_volume()
         return self.d * math.log(self.high - self.low)
 
-    def random_uniform(self, shape=(), *, dtype=None, device=None, generator=None) -> Tensor:
+    def random_uniform(
+        self,
+        shape: tuple[int, ...] | torch.Size = (),
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         if not self.is_compact:
             return super().random_uniform(shape)
         u = torch.rand(*shape, self.d, dtype=dtype, device=device, generator=generator)

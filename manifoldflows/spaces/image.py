@@ -43,7 +43,14 @@ class Image(Space):
     def __repr__(self) -> str:
         return f"Image({self.channels}, {self.height}, {self.width})"
 
-    def random(self, shape=(), *, dtype=None, device=None, generator=None) -> Tensor:
+    def random(
+        self,
+        shape: tuple[int, ...] | torch.Size = (),
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         return torch.randn(
             *shape, *self.event_shape, dtype=dtype, device=device, generator=generator
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -58,11 +60,11 @@ class Product(Space):
         """Inverse of :meth:`split`."""
         return torch.cat(list(parts), dim=-1)
 
-    def _map(self, fn, *tensors: Tensor) -> Tensor:
+    def _map(self, fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
         split = [self.split(t) for t in tensors]
         return self.merge([fn(s, *parts) for s, *parts in zip(self.spaces, *split)])
 
-    def _sum(self, fn, *tensors: Tensor) -> Tensor:
+    def _sum(self, fn: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
         split = [self.split(t) for t in tensors]
         return sum(fn(s, *parts) for s, *parts in zip(self.spaces, *split))
 
@@ -84,7 +86,14 @@ class Product(Space):
     def proju(self, x: Tensor, u: Tensor) -> Tensor:
         return self._map(lambda s, p, v: s.proju(p, v), x, u)
 
-    def random(self, shape=(), *, dtype=None, device=None, generator=None) -> Tensor:
+    def random(
+        self,
+        shape: tuple[int, ...] | torch.Size = (),
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         return self.merge(
             [s.random(shape, dtype=dtype, device=device, generator=generator) for s in self.spaces]
         )
@@ -119,7 +128,14 @@ class Product(Space):
     def uniform_log_prob(self, x: Tensor) -> Tensor:
         return self._sum(lambda s, p: s.uniform_log_prob(p), x)
 
-    def random_uniform(self, shape=(), *, dtype=None, device=None, generator=None) -> Tensor:
+    def random_uniform(
+        self,
+        shape: tuple[int, ...] | torch.Size = (),
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         return self.merge(
             [
                 s.random_uniform(shape, dtype=dtype, device=device, generator=generator)

@@ -118,12 +118,26 @@ class Sphere(Space):
         """Ambient coordinates: conditioners read the point as it is; none moves on its own."""
         return (Coordinate("embedded", -1.0, 1.0),) * (self.dim + 1)
 
-    def random_uniform(self, shape=(), *, dtype=None, device=None, generator=None) -> Tensor:
+    def random_uniform(
+        self,
+        shape: tuple[int, ...] | torch.Size = (),
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """Uniform samples: normalised standard Gaussian vectors."""
         z = torch.randn(*shape, self.n + 1, dtype=dtype, device=device, generator=generator)
         return z / torch.linalg.vector_norm(z, dim=-1, keepdim=True)
 
-    def random(self, shape=(), *, dtype=None, device=None, generator=None) -> Tensor:
+    def random(
+        self,
+        shape: tuple[int, ...] | torch.Size = (),
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         return self.random_uniform(shape, dtype=dtype, device=device, generator=generator)
 
     # ----------------------------------------------------------------- tangent spaces

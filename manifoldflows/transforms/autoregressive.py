@@ -14,6 +14,7 @@ arXiv:1906.04032.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -75,7 +76,7 @@ class MaskedAutoregressive(Transform):
         hidden: Sequence[int] = (64, 64),
         activation: str = "relu",
         order: Sequence[int] | Tensor | None = None,
-        **map_options,
+        **map_options: Any,
     ):
         who = type(self).__name__
         if mode not in MODES:
@@ -107,12 +108,14 @@ class MaskedAutoregressive(Transform):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, maps=[{self.groups.extra_repr()}], mode={self.mode!r}"
 
-    def _one_pass(self, x: Tensor, context: Tensor | None, inverse: bool):
+    def _one_pass(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         """Parameters from ``x`` itself (the side the MADE reads)."""
         params = self.groups.layout.unpack(self.made(x, context))
         return self.groups.apply(x, params, inverse)
 
-    def _sequential(self, x: Tensor, context: Tensor | None, inverse: bool):
+    def _sequential(
+        self, x: Tensor, context: Tensor | None, inverse: bool
+    ) -> tuple[Tensor, Tensor]:
         """Solve ``out_i = tau_i(x_i; made(out)_i)`` coordinate by coordinate (MADE.solve)."""
         groups = self.groups
         return self.made.solve(x, context, lambda i, xi, p: groups.step(i, xi, p, inverse))
@@ -137,7 +140,7 @@ class MaskedAffineAutoregressive(MaskedAutoregressive):
         torch.Size([3, 2])
     """
 
-    def __init__(self, space: Space | int, *, scale_bound: float = 5.0, **options):
+    def __init__(self, space: Space | int, *, scale_bound: float = 5.0, **options: Any):
         super().__init__(space, "affine", scale_bound=scale_bound, **options)
 
 
@@ -150,7 +153,7 @@ class MaskedSplineAutoregressive(MaskedAutoregressive):
         torch.Size([3])
     """
 
-    def __init__(self, space: Space | int, *, bins: int = 8, bound: float = 5.0, **options):
+    def __init__(self, space: Space | int, *, bins: int = 8, bound: float = 5.0, **options: Any):
         real = any(c.kind == "real" for c in as_space(space, type(self).__name__).coordinates)
         extra = {"bound": bound} if real else {}
         super().__init__(space, "spline", bins=bins, **extra, **options)

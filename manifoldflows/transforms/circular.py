@@ -11,6 +11,7 @@ tangent basis), so the logdet is ``sum_i log |dy_i/dx_i|``, measured in arc leng
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from .._checks import positive_int
 from ..spaces import Torus
@@ -30,7 +31,7 @@ __all__ = [
 ANGLE = Coordinate("angle", -math.pi, math.pi)
 
 
-def make_circle_map(kind: str | ElementwiseMap, **options) -> ElementwiseMap:
+def make_circle_map(kind: str | ElementwiseMap, **options: Any) -> ElementwiseMap:
     """The circle map ``kind`` (``"spline"``, ``"moebius"``, ``"shift"``, ``"noncompact"``):
     :func:`~manifoldflows.transforms.maps.make_map` for an angle coordinate.
 
@@ -77,7 +78,7 @@ class MoebiusCircle(Elementwise):
         components: int = 1,
         shift: bool = True,
         max_radius: float = 0.99,
-        **options,
+        **options: Any,
     ):
         circle_map = MoebiusMap(components, shift=shift, max_radius=max_radius)
         super().__init__(_torus(features, type(self).__name__), circle_map, **options)
@@ -103,7 +104,7 @@ class CircularSpline(Elementwise):
         torch.Size([3, 2])
     """
 
-    def __init__(self, features: int, *, bins: int = 8, shift: bool = True, **options):
+    def __init__(self, features: int, *, bins: int = 8, shift: bool = True, **options: Any):
         super().__init__(
             _torus(features, type(self).__name__), CircularSplineMap(bins, shift=shift), **options
         )
@@ -122,7 +123,7 @@ class CircularShift(Elementwise):
         0.0
     """
 
-    def __init__(self, features: int, **options):
+    def __init__(self, features: int, **options: Any):
         super().__init__(_torus(features, type(self).__name__), ShiftMap(), **options)
 
 
@@ -146,7 +147,7 @@ class NonCompactProjection(Elementwise):
     """
 
     def __init__(
-        self, features: int, *, scale_bound: float = 5.0, shift_bound: float = 10.0, **options
+        self, features: int, *, scale_bound: float = 5.0, shift_bound: float = 10.0, **options: Any
     ):
         super().__init__(
             _torus(features, type(self).__name__),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..core import Transform
 from ..nn.conditioner import Conditioner
@@ -41,7 +41,7 @@ class ContextShiftedParameters(Transform):
     def _raw(self, context: Tensor | None) -> dict[str, Tensor]:
         return self.parameter_net(None, context)
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str) -> Tensor | nn.Module:
         """Unconditional layers expose their raw parameters by name (``layer.u``, ...)."""
         try:
             return super().__getattr__(name)

@@ -13,6 +13,7 @@ and spheres, arXiv:2002.02428.)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,7 +37,13 @@ def as_space(space: Space | int, who: str) -> Space:
     return Euclidean(positive_int(space, "dimension (or a Space)", who))
 
 
-def _coupling_mask(who: str, space: Space, mask, split: int | None, swap: bool) -> torch.Tensor:
+def _coupling_mask(
+    who: str,
+    space: Space,
+    mask: Sequence[bool] | Tensor | None,
+    split: int | None,
+    swap: bool,
+) -> torch.Tensor:
     d = space.ambient_dim
     if mask is None:
         split = d // 2 if split is None else int(split)
@@ -110,7 +117,7 @@ class Coupling(Transform):
         context_dim: int | None = None,
         hidden: Sequence[int] = (64, 64),
         activation: str = "relu",
-        **map_options,
+        **map_options: Any,
     ):
         who = type(self).__name__
         space = as_space(space, who)
@@ -188,7 +195,7 @@ class AdditiveCoupling(Coupling):
         0.0
     """
 
-    def __init__(self, space: Space | int, **options):
+    def __init__(self, space: Space | int, **options: Any):
         super().__init__(space, "additive", **options)
 
 
@@ -207,7 +214,7 @@ class AffineCoupling(Coupling):
         torch.Size([5])
     """
 
-    def __init__(self, space: Space | int, *, scale_bound: float = 5.0, **options):
+    def __init__(self, space: Space | int, *, scale_bound: float = 5.0, **options: Any):
         super().__init__(space, "affine", scale_bound=scale_bound, **options)
 
 
@@ -224,7 +231,7 @@ class SplineCoupling(Coupling):
         True
     """
 
-    def __init__(self, space: Space | int, *, bins: int = 8, bound: float = 5.0, **options):
+    def __init__(self, space: Space | int, *, bins: int = 8, bound: float = 5.0, **options: Any):
         real = any(c.kind == "real" for c in as_space(space, "SplineCoupling").coordinates)
         extra = {"bound": bound} if real else {}
         super().__init__(space, "spline", bins=bins, **extra, **options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor
 
@@ -52,7 +53,7 @@ class Elementwise(Transform):
         context_dim: int | None = None,
         hidden: Sequence[int] = (64, 64),
         activation: str = "relu",
-        **map_options,
+        **map_options: Any,
     ):
         who = type(self).__name__
         space = as_space(space, who)

@@ -27,7 +27,11 @@ from torch import Tensor
 
 from ...spaces.base import Coordinate
 
-__all__ = ["ElementwiseMap", "MapSpec", "register_map", "make_map", "registered_maps"]
+__all__ = ["ElementwiseMap", "MapSpec", "Params", "register_map", "make_map", "registered_maps"]
+
+
+#: Named parameters handed to a map: ``name -> tensor of shape x.shape + shapes[name]``.
+Params = Mapping[str, Tensor]
 
 
 class ElementwiseMap:
@@ -104,7 +108,7 @@ def option_names(cls: type) -> set[str]:
     return set(inspect.signature(cls.__init__).parameters) - {"self"}
 
 
-def make_map(spec: MapSpec, coordinate: Coordinate, **options) -> ElementwiseMap:
+def make_map(spec: MapSpec, coordinate: Coordinate, **options: object) -> ElementwiseMap:
     """The element-wise map ``spec`` for coordinates like ``coordinate``.
 
     ``spec`` is a registered name (resolved per kind: ``"spline"`` is a spline with identity
@@ -149,7 +153,9 @@ def make_map(spec: MapSpec, coordinate: Coordinate, **options) -> ElementwiseMap
     return cls(**kwargs)
 
 
-def check_options(who: str, specs: list[object], coordinates: list[Coordinate], options) -> None:
+def check_options(
+    who: str, specs: list[object], coordinates: list[Coordinate], options: Mapping[str, object]
+) -> None:
     """Raise unless every option in ``options`` is taken by one of the maps that were built."""
     taken: set[str] = set()
     for spec, coordinate in zip(specs, coordinates):

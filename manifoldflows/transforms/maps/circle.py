@@ -22,7 +22,7 @@ from ...functional.circle import (
     noncompact_projection,
     wrap,
 )
-from .base import ElementwiseMap, register_map
+from .base import ElementwiseMap, Params, register_map
 from .real import DEFAULT_SLOPE_BOUND
 
 __all__ = ["ShiftMap", "MoebiusMap", "CircularSplineMap", "NonCompactMap"]
@@ -41,13 +41,13 @@ class ShiftMap(ElementwiseMap):
     name, kind = "shift", "angle"
 
     @property
-    def shapes(self):
+    def shapes(self) -> dict[str, tuple[int, ...]]:
         return {"shift": ()}
 
-    def forward(self, x, params):
+    def forward(self, x: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         return circular_shift(x, params["shift"])
 
-    def inverse(self, y, params):
+    def inverse(self, y: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         return circular_shift(y, params["shift"], inverse=True)
 
 
@@ -63,22 +63,22 @@ class _Rotated(ElementwiseMap):
         raise NotImplementedError
 
     @property
-    def shapes(self):
+    def shapes(self) -> dict[str, tuple[int, ...]]:
         shapes = self._fixed_shapes()
         if self.shift:
             shapes["rotation"] = ()
         return shapes
 
-    def _fixed(self, x: Tensor, params, inverse: bool) -> tuple[Tensor, Tensor]:
+    def _fixed(self, x: Tensor, params: Params, inverse: bool) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def forward(self, x, params):
+    def forward(self, x: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         y, logdet = self._fixed(x, params, inverse=False)
         if self.shift:
             y = wrap(y + params["rotation"])
         return y, logdet
 
-    def inverse(self, y, params):
+    def inverse(self, y: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         if self.shift:
             y = wrap(y - params["rotation"])
         return self._fixed(y, params, inverse=True)
@@ -147,14 +147,14 @@ class MoebiusMap(_Rotated):
     def __repr__(self) -> str:
         return f"MoebiusMap(components={self.components}, shift={self.shift})"
 
-    def _fixed_shapes(self):
+    def _fixed_shapes(self) -> dict[str, tuple[int, ...]]:
         k = self.components
         shapes = {"centres": (k, 2)}
         if k > 1:
             shapes["logits"] = (k,)
         return shapes
 
-    def _fixed(self, x, params, inverse):
+    def _fixed(self, x: Tensor, params: Params, inverse: bool) -> tuple[Tensor, Tensor]:
         k = self.components
         raw = params["centres"] + _component_offsets(k, params["centres"])
         w = disk_point(raw, self.max_radius)
@@ -215,11 +215,11 @@ class CircularSplineMap(_Rotated):
     def __repr__(self) -> str:
         return f"CircularSplineMap(bins={self.bins}, shift={self.shift})"
 
-    def _fixed_shapes(self):
+    def _fixed_shapes(self) -> dict[str, tuple[int, ...]]:
         k = self.bins
         return {"widths": (k,), "heights": (k,), "derivatives": (k,)}
 
-    def _fixed(self, x, params, inverse):
+    def _fixed(self, x: Tensor, params: Params, inverse: bool) -> tuple[Tensor, Tensor]:
         return circular_rational_quadratic_spline(
             x,
             params["widths"],
@@ -264,17 +264,17 @@ class NonCompactMap(ElementwiseMap):
         return f"NonCompactMap(scale_bound={self.scale_bound}, shift_bound={self.shift_bound})"
 
     @property
-    def shapes(self):
+    def shapes(self) -> dict[str, tuple[int, ...]]:
         return {"log_scale": (), "shift": ()}
 
-    def _split(self, params) -> tuple[Tensor, Tensor]:
+    def _split(self, params: Params) -> tuple[Tensor, Tensor]:
         return (
             soft_clamp(params["log_scale"], self.scale_bound),
             soft_clamp(params["shift"], self.shift_bound),
         )
 
-    def forward(self, x, params):
+    def forward(self, x: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         return noncompact_projection(x, *self._split(params))
 
-    def inverse(self, y, params):
+    def inverse(self, y: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         return noncompact_projection(y, *self._split(params), inverse=True)

@@ -8,7 +8,8 @@ from torch import Tensor
 
 from ..._checks import positive_int
 from ...functional.splines import interval_rational_quadratic_spline
-from .base import ElementwiseMap, register_map
+from ...spaces.base import Coordinate
+from .base import ElementwiseMap, Params, register_map
 from .real import DEFAULT_SLOPE_BOUND
 
 __all__ = ["IntervalSplineMap"]
@@ -57,18 +58,18 @@ class IntervalSplineMap(ElementwiseMap):
     def __repr__(self) -> str:
         return f"IntervalSplineMap(bins={self.bins}, low={self.low:g}, high={self.high:g})"
 
-    def accepts(self, coordinate) -> bool:
+    def accepts(self, coordinate: Coordinate) -> bool:
         return coordinate.kind == "interval" and (coordinate.low, coordinate.high) == (
             self.low,
             self.high,
         )
 
     @property
-    def shapes(self):
+    def shapes(self) -> dict[str, tuple[int, ...]]:
         k = self.bins
         return {"widths": (k,), "heights": (k,), "derivatives": (k + 1,)}
 
-    def _call(self, x: Tensor, params, inverse: bool) -> tuple[Tensor, Tensor]:
+    def _call(self, x: Tensor, params: Params, inverse: bool) -> tuple[Tensor, Tensor]:
         return interval_rational_quadratic_spline(
             x,
             params["widths"],
@@ -80,8 +81,8 @@ class IntervalSplineMap(ElementwiseMap):
             slope_bound=self.slope_bound,
         )
 
-    def forward(self, x, params):
+    def forward(self, x: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         return self._call(x, params, inverse=False)
 
-    def inverse(self, y, params):
+    def inverse(self, y: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         return self._call(y, params, inverse=True)

@@ -9,7 +9,7 @@ from ..._checks import positive_int
 from ...functional.affine import affine, affine_inverse, soft_clamp
 from ...functional.monotonic import deep_sigmoidal_flow, logistic_mixture_transform
 from ...functional.splines import rational_quadratic_spline
-from .base import ElementwiseMap, register_map
+from .base import ElementwiseMap, Params, register_map
 
 __all__ = ["AdditiveMap", "AffineMap", "SplineMap", "LogisticMixtureMap", "DeepSigmoidalMap"]
 
@@ -26,14 +26,14 @@ class AdditiveMap(ElementwiseMap):
     name, kind = "additive", "real"
 
     @property
-    def shapes(self):
+    def shapes(self) -> dict[str, tuple[int, ...]]:
         return {"shift": ()}
 
-    def forward(self, x, params):
+    def forward(self, x: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         y = x + params["shift"]
         return y, y.new_zeros(()).expand(y.shape)
 
-    def inverse(self, y, params):
+    def inverse(self, y: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         x = y - params["shift"]
         return x, x.new_zeros(()).expand(x.shape)
 
@@ -60,13 +60,13 @@ class AffineMap(ElementwiseMap):
         return f"AffineMap(scale_bound={self.scale_bound})"
 
     @property
-    def shapes(self):
+    def shapes(self) -> dict[str, tuple[int, ...]]:
         return {"shift": (), "log_scale": ()}
 
-    def forward(self, x, params):
+    def forward(self, x: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         return affine(x, params["shift"], soft_clamp(params["log_scale"], self.scale_bound))
 
-    def inverse(self, y, params):
+    def inverse(self, y: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         return affine_inverse(y, params["shift"], soft_clamp(params["log_scale"], self.scale_bound))
 
 
@@ -99,11 +99,11 @@ class SplineMap(ElementwiseMap):
         return f"SplineMap(bins={self.bins}, bound={self.bound})"
 
     @property
-    def shapes(self):
+    def shapes(self) -> dict[str, tuple[int, ...]]:
         k = self.bins
         return {"widths": (k,), "heights": (k,), "derivatives": (k - 1,)}
 
-    def _call(self, x: Tensor, params, inverse: bool) -> tuple[Tensor, Tensor]:
+    def _call(self, x: Tensor, params: Params, inverse: bool) -> tuple[Tensor, Tensor]:
         return rational_quadratic_spline(
             x,
             params["widths"],
@@ -114,10 +114,10 @@ class SplineMap(ElementwiseMap):
             slope_bound=self.slope_bound,
         )
 
-    def forward(self, x, params):
+    def forward(self, x: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         return self._call(x, params, inverse=False)
 
-    def inverse(self, y, params):
+    def inverse(self, y: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         return self._call(y, params, inverse=True)
 
 
@@ -158,13 +158,13 @@ class _NumericallyInvertedMap(ElementwiseMap):
             None if iterations is None else positive_int(iterations, "iterations", who)
         )
 
-    def _call(self, x: Tensor, params, inverse: bool) -> tuple[Tensor, Tensor]:
+    def _call(self, x: Tensor, params: Params, inverse: bool) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
-    def forward(self, x, params):
+    def forward(self, x: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         return self._call(x, params, inverse=self.analytic == "inverse")
 
-    def inverse(self, y, params):
+    def inverse(self, y: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         return self._call(y, params, inverse=self.analytic == "forward")
 
 
@@ -208,11 +208,11 @@ class LogisticMixtureMap(_NumericallyInvertedMap):
         return f"LogisticMixtureMap(components={self.components}, analytic={self.analytic!r})"
 
     @property
-    def shapes(self):
+    def shapes(self) -> dict[str, tuple[int, ...]]:
         k = self.components
         return {"logits": (k,), "loc": (k,), "log_scale": (k,), "log_a": (), "shift": ()}
 
-    def _call(self, x: Tensor, params, inverse: bool) -> tuple[Tensor, Tensor]:
+    def _call(self, x: Tensor, params: Params, inverse: bool) -> tuple[Tensor, Tensor]:
         k = self.components
         loc = params["loc"] + symmetry_breaking_offsets(k, params["loc"])
         return logistic_mixture_transform(
@@ -282,11 +282,11 @@ class DeepSigmoidalMap(_NumericallyInvertedMap):
         )
 
     @property
-    def shapes(self):
+    def shapes(self) -> dict[str, tuple[int, ...]]:
         s = (self.depth, self.hidden)
         return {"weights": s, "slopes": s, "offsets": s}
 
-    def _call(self, x: Tensor, params, inverse: bool) -> tuple[Tensor, Tensor]:
+    def _call(self, x: Tensor, params: Params, inverse: bool) -> tuple[Tensor, Tensor]:
         offsets = params["offsets"] + symmetry_breaking_offsets(self.hidden, params["offsets"])
         return deep_sigmoidal_flow(
             x,
