@@ -33,7 +33,11 @@ MODULES = (
     "spaces",
     "distributions",
     "transforms",
+    "transforms.maps",
     "nn",
+    "nn.conditioner",
+    "nn.embedding",
+    "nn.made",
     "functional",
     "presets",
     "losses",
@@ -260,6 +264,8 @@ def _home(obj) -> str | None:
 
 
 def _summary(obj) -> str:
+    if not (inspect.isclass(obj) or inspect.isroutine(obj) or inspect.ismodule(obj)):
+        return ""  # a constant's "docstring" is its type's ("Built-in immutable sequence.")
     doc = inspect.getdoc(obj) or ""
     return _inline(doc.strip().split("\n\n")[0].replace("\n", " ")) if doc else ""
 
