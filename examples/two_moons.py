@@ -3,7 +3,7 @@
 Run ``make demo`` (or ``.venv/bin/python examples/two_moons.py``). The script
 
 1. draws independent train / validation / test sets from :func:`manifoldflows.datasets.two_moons`,
-2. fits ``manifoldflows.presets.NSF(features=2)`` by maximum likelihood with
+2. fits ``manifoldflows.presets.NSF(2)`` (on ``R^2``) by maximum likelihood with
    :func:`manifoldflows.training.fit` (validation every 100 steps, early stopping),
 3. prints the test negative log-likelihood (mean and standard error, in nats), the same score
    for the true data-generating density (the best any model can do) and the wall time,
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     val = two_moons(1000, generator=generator)
     test = two_moons(5000, generator=generator)
 
-    flow = NSF(features=2)
+    flow = NSF(2)
 
     def cosine(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.steps)

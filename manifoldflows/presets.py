@@ -76,7 +76,7 @@ def _check_permute(permute: str, who: str) -> None:
 
 
 def stack(
-    features: int,
+    dim: int,
     block: Callable[[int], Transform],
     layers: int,
     *,
@@ -87,7 +87,7 @@ def stack(
     """Chain ``layers`` blocks, with an optional ActNorm before each and a permutation between.
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
         block: ``i -> Transform`` building the i-th block.
         layers: number of blocks.
         permute: ``"random"`` (seeded), ``"reverse"`` or ``"none"``.
@@ -100,13 +100,13 @@ def stack(
     parts: list[Transform] = []
     for i in range(layers):
         if actnorm:
-            parts.append(ActNorm(features))
+            parts.append(ActNorm(dim))
         parts.append(block(i))
-        if i < layers - 1 and permute != "none" and features > 1:
-            if permute == "reverse" or features == 2:
-                parts.append(Reverse(features))
+        if i < layers - 1 and permute != "none" and dim > 1:
+            if permute == "reverse" or dim == 2:
+                parts.append(Reverse(dim))
             else:
-                parts.append(RandomPermutation(features, generator=generator))
+                parts.append(RandomPermutation(dim, generator=generator))
     return Chain(*parts)
 
 
@@ -121,7 +121,7 @@ def alternate_halves(permute: str, i: int) -> bool:
 
 
 def autoregressive_orders(
-    features: int, layers: int, permute: str = "reverse", seed: int = 0
+    dim: int, layers: int, permute: str = "reverse", seed: int = 0
 ) -> list[torch.Tensor | None]:
     """MADE orders (degrees ``1..d``) per layer that replace permutation layers.
 
@@ -131,28 +131,28 @@ def autoregressive_orders(
     """
     _check_permute(permute, "autoregressive_orders")
     generator = torch.Generator().manual_seed(seed)
-    natural = torch.arange(1, features + 1)
+    natural = torch.arange(1, dim + 1)
     orders: list[torch.Tensor | None] = []
     for i in range(layers):
         if permute == "none" or i == 0:
             orders.append(None)
-        elif permute == "reverse" or features == 2:
+        elif permute == "reverse" or dim == 2:
             orders.append(natural.flip(0) if i % 2 == 1 else None)
         else:
-            orders.append(torch.randperm(features, generator=generator) + 1)
+            orders.append(torch.randperm(dim, generator=generator) + 1)
     return orders
 
 
-def coupling_masks(features: int, i: int) -> torch.Tensor:
+def coupling_masks(dim: int, i: int) -> torch.Tensor:
     """Transformed coordinates of coupling ``i`` on a space without permutation layers.
 
     Halves, then the other half, then odd and even positions, so every pair of coordinates
     interacts within four layers (the masks of the torus and product presets).
     """
-    index = torch.arange(features)
-    half = index >= features // 2
+    index = torch.arange(dim)
+    half = index >= dim // 2
     odd = index % 2 == 1
-    masks = (half, ~half) if features == 2 else (half, ~half, odd, ~odd)
+    masks = (half, ~half) if dim == 2 else (half, ~half, odd, ~odd)
     return masks[i % len(masks)]
 
 
@@ -462,7 +462,7 @@ def Glow(
     return Flow(ImageStandardNormal(channels, height, width), inner)
 
 
-def ResidualFlow(features: int, *, layers: int = 4, actnorm: bool = False, **options: Any) -> Flow:
+def ResidualFlow(dim: int, *, layers: int = 4, actnorm: bool = False, **options: Any) -> Flow:
     """Residual Flow: a chain of invertible residual blocks (Chen et al. 2019, arXiv:1906.02735).
 
     ``layers`` :class:`~manifoldflows.transforms.InvertibleResidual` blocks (optionally each
@@ -470,7 +470,7 @@ def ResidualFlow(features: int, *, layers: int = 4, actnorm: bool = False, **opt
     Every block mixes all coordinates, so no permutations are needed. ``log_prob`` runs the
     explicit residual maps ``z = y + g(y)``; sampling solves fixed points. ``options``
     (``context_dim``, ``hidden`` ((64, 64)), ``activation`` ("lipswish"), ``coeff``, ``norm``,
-    ``logdet`` ("auto": exact for ``features <= 16``, the unbiased Russian-roulette estimator
+    ``logdet`` ("auto": exact for ``dim <= 16``, the unbiased Russian-roulette estimator
     above), ``n_exact_terms``, ``stop_prob``, ``neumann_grad``) go to every
     :class:`~manifoldflows.transforms.InvertibleResidual` block.
 
@@ -483,10 +483,10 @@ def ResidualFlow(features: int, *, layers: int = 4, actnorm: bool = False, **opt
     options.setdefault("activation", "lipswish")
 
     def block(i: int) -> Transform:
-        return InvertibleResidual(features, **options)
+        return InvertibleResidual(dim, **options)
 
-    chain = stack(features, block, layers, permute="none", actnorm=actnorm)
-    return Flow(StandardNormal(features), chain)
+    chain = stack(dim, block, layers, permute="none", actnorm=actnorm)
+    return Flow(StandardNormal(dim), chain)
 
 
 def NAF(
@@ -535,7 +535,7 @@ def FlowPP(space: Space | int, *, components: int = 8, **options: Any) -> Flow:
     return build_flow(space, "logistic_mixture", components=components, who="FlowPP", **options)
 
 
-def Planar(features: int, *, layers: int = 16, seed: int = 0, **options: Any) -> Flow:
+def Planar(dim: int, *, layers: int = 16, seed: int = 0, **options: Any) -> Flow:
     """Stack of planar flows (Rezende & Mohamed 2015, arXiv:1505.05770).
 
     ``layers`` :class:`~manifoldflows.transforms.PlanarFlow` layers on a standard normal base.
@@ -554,13 +554,13 @@ def Planar(features: int, *, layers: int = 16, seed: int = 0, **options: Any) ->
     generator = torch.Generator().manual_seed(seed)
 
     def block(i: int) -> Transform:
-        return PlanarFlow(features, generator=generator, **options)
+        return PlanarFlow(dim, generator=generator, **options)
 
-    return Flow(StandardNormal(features), stack(features, block, layers, permute="none"))
+    return Flow(StandardNormal(dim), stack(dim, block, layers, permute="none"))
 
 
 def Sylvester(
-    features: int,
+    dim: int,
     *,
     layers: int = 4,
     kind: str = "orthogonal",
@@ -586,12 +586,12 @@ def Sylvester(
 
     def block(i: int) -> Transform:
         reverse = kind == "triangular" and i % 2 == 1
-        return SylvesterFlow(features, kind=kind, reverse=reverse, generator=generator, **options)
+        return SylvesterFlow(dim, kind=kind, reverse=reverse, generator=generator, **options)
 
-    return Flow(StandardNormal(features), stack(features, block, layers, permute="none"))
+    return Flow(StandardNormal(dim), stack(dim, block, layers, permute="none"))
 
 
-def TorusNSF(n: int, *, bins: int = 8, shift: bool = True, **options: Any) -> Flow:
+def TorusNSF(dim: int, *, bins: int = 8, shift: bool = True, **options: Any) -> Flow:
     """Circular neural spline flow on the torus ``T^n`` (Rezende et al. 2020, arXiv:2002.02428).
 
     ``NSF(Torus(n))``: a uniform base on ``Torus(n)`` (density ``(2 pi)^-n`` w.r.t. the angle
@@ -608,12 +608,12 @@ def TorusNSF(n: int, *, bins: int = 8, shift: bool = True, **options: Any) -> Fl
         >>> x.shape, torch.allclose(flow.log_prob(x), log_q, atol=1e-4)
         (torch.Size([5, 2]), True)
     """
-    space = Torus(positive_int(n, "number of angles n", "TorusNSF"))
+    space = Torus(positive_int(dim, "number of angles dim", "TorusNSF"))
     return build_flow(space, "spline", bins=bins, shift=shift, who="TorusNSF", **options)
 
 
 def TorusMoebius(
-    n: int, *, components: int = 4, shift: bool = True, max_radius: float = 0.99, **options: Any
+    dim: int, *, components: int = 4, shift: bool = True, max_radius: float = 0.99, **options: Any
 ) -> Flow:
     """Moebius flow on the torus ``T^n`` (Rezende et al. 2020, arXiv:2002.02428).
 
@@ -629,7 +629,7 @@ def TorusMoebius(
         >>> torch.allclose(flow.log_prob(x), log_q, atol=1e-4)
         True
     """
-    space = Torus(positive_int(n, "number of angles n", "TorusMoebius"))
+    space = Torus(positive_int(dim, "number of angles dim", "TorusMoebius"))
     moebius = dict(components=components, shift=shift, max_radius=max_radius)
     return build_flow(space, "moebius", **moebius, who="TorusMoebius", **options)
 
@@ -638,7 +638,7 @@ SPHERE_FLOW_KINDS = ("recursive", "moebius", "expmap")
 
 
 def SphereFlow(
-    n: int = 2,
+    dim: int = 2,
     *,
     kind: str = "recursive",
     layers: int = 4,
@@ -670,7 +670,7 @@ def SphereFlow(
       and ``sample_and_log_prob`` are closed form).
 
     Arguments:
-        n: sphere dimension.
+        dim: sphere dimension.
         kind: ``"recursive"``, ``"moebius"`` or ``"expmap"``.
         layers: number of blocks.
         bins: spline bins (``"recursive"``).
@@ -698,20 +698,20 @@ def SphereFlow(
     if kind not in SPHERE_FLOW_KINDS:
         raise ValueError(f"SphereFlow: expected kind in {SPHERE_FLOW_KINDS}, got {kind!r}")
     layers = positive_int(layers, "number of layers", "SphereFlow")
-    space = Sphere(n)  # validates n
+    space = Sphere(dim)  # validates n
     generator = torch.Generator().manual_seed(seed)
     options = dict(context_dim=context_dim, hidden=hidden, activation=activation)
     build = {
         "recursive": lambda: RecursiveSphereFlow(
-            n, bins=bins, circle=circle, components=components, **options
+            dim, bins=bins, circle=circle, components=components, **options
         ),
-        "moebius": lambda: MoebiusSphere(n, components=components if n == 1 else 1, **options),
-        "expmap": lambda: ExpMapRadial(n, components=components, generator=generator, **options),
+        "moebius": lambda: MoebiusSphere(dim, components=components if dim == 1 else 1, **options),
+        "expmap": lambda: ExpMapRadial(dim, components=components, generator=generator, **options),
     }[kind]
     parts: list[Transform] = []
     for _ in range(layers):
         if rotations:
-            parts.append(SphereRotation(n, generator=generator))
+            parts.append(SphereRotation(dim, generator=generator))
         parts.append(build())
     return Flow(Uniform(space), Chain(*parts))
 
@@ -721,7 +721,7 @@ _SNF_DEFAULT_STEP = {"langevin": 0.01, "mala": 0.05, "mh": 0.3, "hmc": 0.1}
 
 
 def SNF(
-    features: int,
+    dim: int,
     energy: Target,
     *,
     flow_layers: int = 2,
@@ -767,7 +767,7 @@ def SNF(
     reverse-KL gradient (the weights, ESS and ``log Z`` estimates are those of its input).
 
     Arguments:
-        features: dimension ``d`` (at least 2 when ``flow_layers > 0``).
+        dim: dimension ``d`` (at least 2 when ``flow_layers > 0``).
         energy: the target, a callable ``x -> u(x)`` or an object with ``.energy(x)``.
         flow_layers: coupling layers before each stochastic block (``>= 0``).
         stochastic: ``"langevin"``, ``"mala"``, ``"mh"`` or ``"hmc"``.
@@ -803,27 +803,25 @@ def SNF(
         raise ValueError(f"SNF: expected coupling 'affine' or 'spline', got {coupling!r}")
     blocks = positive_int(blocks, "number of blocks", "SNF")
     flow_layers = positive_int(flow_layers, "number of flow_layers", "SNF", minimum=0)
-    if flow_layers > 0 and positive_int(features, "dimension", "SNF") < 2:
-        raise ValueError(f"SNF: coupling layers need features >= 2, got {features!r}")
+    if flow_layers > 0 and positive_int(dim, "dimension", "SNF") < 2:
+        raise ValueError(f"SNF: coupling layers need dim >= 2, got {dim!r}")
     step = _SNF_DEFAULT_STEP[stochastic] if step_size is None else step_size
     options = dict(context_dim=context_dim, hidden=hidden, activation=activation)
     if coupling == "spline":
         options.update(bins=bins, bound=bound)
     layer_type = AffineCoupling if coupling == "affine" else SplineCoupling
     mcmc = {
-        "langevin": lambda u: OverdampedLangevin(
-            features, u, steps, step, learnable=learnable_step
-        ),
+        "langevin": lambda u: OverdampedLangevin(dim, u, steps, step, learnable=learnable_step),
         "mala": lambda u: OverdampedLangevin(
-            features, u, steps, step, metropolis=True, learnable=learnable_step
+            dim, u, steps, step, metropolis=True, learnable=learnable_step
         ),
-        "mh": lambda u: MetropolisHastings(features, u, steps, step, learnable=learnable_step),
-        "hmc": lambda u: HMC(features, u, steps, leapfrog_steps, step, learnable=learnable_step),
+        "mh": lambda u: MetropolisHastings(dim, u, steps, step, learnable=learnable_step),
+        "hmc": lambda u: HMC(dim, u, steps, leapfrog_steps, step, learnable=learnable_step),
     }[stochastic]
     parts: list[Transform] = []
     for k in range(blocks):
         for i in range(flow_layers):
-            parts.append(layer_type(features, swap=(k * flow_layers + i) % 2 == 1, **options))
+            parts.append(layer_type(dim, swap=(k * flow_layers + i) % 2 == 1, **options))
         lam = (k + 1) / blocks
         parts.append(mcmc(AnnealedEnergy(energy, lam) if anneal and k < blocks - 1 else energy))
-    return Flow(StandardNormal(features), Chain(*parts))
+    return Flow(StandardNormal(dim), Chain(*parts))

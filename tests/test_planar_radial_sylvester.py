@@ -292,7 +292,7 @@ def test_conditional_layer_starts_as_identity_and_learns_context(make):
         (lambda: SylvesterFlow(3, kind="triangular", num_ortho_vectors=2), "triangular"),
         (lambda: SylvesterFlow(3, reverse=True), "reverse"),
         (lambda: SylvesterFlow(3, num_householder=2), "num_householder"),
-        (lambda: SylvesterFlow(1, kind="householder"), "features >= 2"),
+        (lambda: SylvesterFlow(1, kind="householder"), "dim >= 2"),
         (lambda: SylvesterFlow(3, kind="householder", num_householder=0), "num_householder"),
     ],
 )

@@ -32,13 +32,13 @@ class StandardNormal(Distribution):
         (torch.Size([3, 2]), torch.Size([3]))
     """
 
-    def __init__(self, features: int):
-        super().__init__(Euclidean(features))
-        self.features = features
+    def __init__(self, dim: int):
+        super().__init__(Euclidean(dim))
+        self.features = dim
         self.register_buffer("_anchor", torch.zeros(()), persistent=False)
 
     def extra_repr(self) -> str:
-        return f"features={self.features}"
+        return f"dim={self.features}"
 
     def _rsample(
         self, shape: tuple[int, ...], context: Tensor | None, generator: torch.Generator | None
@@ -60,7 +60,7 @@ class DiagNormal(Distribution):
     (zero-initialised, so training starts from the unconditional parameters).
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
         loc, scale: initial mean and standard deviation (scalars or ``(d,)`` tensors).
         learnable: whether ``loc`` and ``scale`` are parameters (else buffers).
         context_dim: context size for a conditional Gaussian.
@@ -74,7 +74,7 @@ class DiagNormal(Distribution):
 
     def __init__(
         self,
-        features: int,
+        dim: int,
         loc: float | Tensor = 0.0,
         scale: float | Tensor = 1.0,
         *,
@@ -82,10 +82,10 @@ class DiagNormal(Distribution):
         context_dim: int | None = None,
         hidden: tuple[int, ...] = (64,),
     ):
-        super().__init__(Euclidean(features), context_dim=context_dim)
-        self.features = features
-        loc = torch.as_tensor(loc, dtype=torch.get_default_dtype()).expand(features).clone()
-        scale = torch.as_tensor(scale, dtype=torch.get_default_dtype()).expand(features).clone()
+        super().__init__(Euclidean(dim), context_dim=context_dim)
+        self.features = dim
+        loc = torch.as_tensor(loc, dtype=torch.get_default_dtype()).expand(dim).clone()
+        scale = torch.as_tensor(scale, dtype=torch.get_default_dtype()).expand(dim).clone()
         if not bool((scale > 0).all()):
             raise ValueError(f"DiagNormal: expected positive scales, got {scale.tolist()}")
         if learnable:
@@ -94,7 +94,7 @@ class DiagNormal(Distribution):
         else:
             self.register_buffer("loc", loc)
             self.register_buffer("log_scale", scale.log())
-        shapes = {"loc": (features,), "log_scale": (features,)}
+        shapes = {"loc": (dim,), "log_scale": (dim,)}
         self.context_offsets = (
             None
             if context_dim is None
@@ -102,7 +102,7 @@ class DiagNormal(Distribution):
         )
 
     def extra_repr(self) -> str:
-        return f"features={self.features}"
+        return f"dim={self.features}"
 
     def parameters_for(self, context: Tensor | None) -> tuple[Tensor, Tensor]:
         """Mean and log-scale, with the context's batch shape when conditional."""
@@ -132,7 +132,7 @@ class GaussianMixture(Distribution):
     choice is discrete).
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
         components: number ``K`` of components, or omitted when ``loc`` is given.
         loc: ``(K, d)`` initial means (default: standard normal draws).
         scale: initial standard deviation(s), broadcastable to ``(K, d)``.
@@ -147,7 +147,7 @@ class GaussianMixture(Distribution):
 
     def __init__(
         self,
-        features: int,
+        dim: int,
         components: int | None = None,
         *,
         loc: Tensor | None = None,
@@ -155,19 +155,19 @@ class GaussianMixture(Distribution):
         weights: Tensor | None = None,
         learnable: bool = True,
     ):
-        super().__init__(Euclidean(features))
+        super().__init__(Euclidean(dim))
         dtype = torch.get_default_dtype()
         if loc is None:
             if components is None:
                 raise ValueError("GaussianMixture: give the number of components or their means")
-            loc = torch.randn(components, features, dtype=dtype)
+            loc = torch.randn(components, dim, dtype=dtype)
         loc = torch.as_tensor(loc, dtype=dtype)
-        if loc.shape[-1] != features or loc.dim() != 2:
+        if loc.shape[-1] != dim or loc.dim() != 2:
             raise ValueError(
-                f"GaussianMixture: expected loc of shape (K, {features}), got {tuple(loc.shape)}"
+                f"GaussianMixture: expected loc of shape (K, {dim}), got {tuple(loc.shape)}"
             )
         k = loc.shape[0]
-        scale = torch.as_tensor(scale, dtype=dtype).expand(k, features).clone()
+        scale = torch.as_tensor(scale, dtype=dtype).expand(k, dim).clone()
         weights = (
             torch.full((k,), 1.0 / k, dtype=dtype)
             if weights is None
@@ -183,10 +183,10 @@ class GaussianMixture(Distribution):
                 setattr(self, name, nn.Parameter(value))
             else:
                 self.register_buffer(name, value)
-        self.features, self.components = features, k
+        self.features, self.components = dim, k
 
     def extra_repr(self) -> str:
-        return f"features={self.features}, components={self.components}"
+        return f"dim={self.features}, components={self.components}"
 
     def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
         log_w = torch.log_softmax(self.logits, -1)

@@ -16,7 +16,7 @@ class Uniform(Distribution):
 
     Arguments:
         space: a compact :class:`~manifoldflows.spaces.Space`, or ``low`` when ``high`` and
-            ``d`` follow (shorthand for ``Uniform(Interval(low, high, d))``).
+            ``dim`` follow (shorthand for ``Uniform(Interval(low, high, dim))``).
 
     Example:
         >>> u = Uniform(0.0, 2.0, 3)
@@ -24,11 +24,11 @@ class Uniform(Distribution):
         -2.079442
     """
 
-    def __init__(self, space: Space | float, high: float | None = None, d: int = 1):
+    def __init__(self, space: Space | float, high: float | None = None, dim: int = 1):
         if not isinstance(space, Space):
             if high is None:
-                raise ValueError("Uniform: give a compact space or (low, high, d)")
-            space = Interval(float(space), float(high), d)
+                raise ValueError("Uniform: give a compact space or (low, high, dim)")
+            space = Interval(float(space), float(high), dim)
         if not space.is_compact:
             raise ValueError(f"Uniform: {space!r} is not compact, it has no uniform distribution")
         super().__init__(space)

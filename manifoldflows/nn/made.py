@@ -17,7 +17,7 @@ from .mlp import make_activation
 __all__ = ["MaskedLinear", "MADE", "made_masks", "hidden_degrees"]
 
 
-def hidden_degrees(features: int, hidden: Sequence[int], conditional: bool) -> list[Tensor]:
+def hidden_degrees(dim: int, hidden: Sequence[int], conditional: bool) -> list[Tensor]:
     """Degrees of the hidden units of each layer.
 
     Degrees cycle through ``1..d-1`` so that every degree is represented. With a context they
@@ -26,8 +26,8 @@ def hidden_degrees(features: int, hidden: Sequence[int], conditional: bool) -> l
     conditional MADE would be unconditional).
     """
     if conditional:
-        return [torch.arange(size) % features for size in hidden]
-    return [torch.arange(size) % max(features - 1, 1) + 1 for size in hidden]
+        return [torch.arange(size) % dim for size in hidden]
+    return [torch.arange(size) % max(dim - 1, 1) + 1 for size in hidden]
 
 
 def made_masks(
@@ -99,7 +99,7 @@ class MADE(nn.Module):
     ``j`` with ``order[j] < order[i]`` and on the context.
 
     Arguments:
-        features: number of coordinates ``d``.
+        dim: number of coordinates ``d``.
         outputs: either ``P``, outputs per coordinate (the output then has shape
             ``(..., d, P)``), or a sequence giving for each output row the coordinate it belongs
             to (flat output ``(..., R)``; autoregressive layers pass the rows of their
@@ -124,7 +124,7 @@ class MADE(nn.Module):
 
     def __init__(
         self,
-        features: int,
+        dim: int,
         outputs: int | Sequence[int] | Tensor,
         hidden: Sequence[int] = (64, 64),
         *,
@@ -139,15 +139,15 @@ class MADE(nn.Module):
         name = type(self).__name__
         if not hidden:
             raise ValueError(f"{name}: needs at least one hidden layer")
-        order = torch.arange(1, features + 1) if order is None else torch.as_tensor(order)
-        if sorted(order.tolist()) != list(range(1, features + 1)):
+        order = torch.arange(1, dim + 1) if order is None else torch.as_tensor(order)
+        if sorted(order.tolist()) != list(range(1, dim + 1)):
             raise ValueError(
-                f"{name}: order must be a permutation of 1..{features}, got {order.tolist()}"
+                f"{name}: order must be a permutation of 1..{dim}, got {order.tolist()}"
             )
-        self.features = features
+        self.features = dim
         if isinstance(outputs, int):
             self.outputs_per_input: int | None = outputs
-            rows = torch.arange(features).repeat_interleave(outputs)
+            rows = torch.arange(dim).repeat_interleave(outputs)
         else:
             self.outputs_per_input = None
             rows = torch.as_tensor(outputs, dtype=torch.long)
@@ -157,7 +157,7 @@ class MADE(nn.Module):
         inputs = None if embedding is None else embedding.feature_coordinate.cpu()
         conditional = context_dim is not None
         masks = made_masks(order, hidden, rows, conditional, inputs)
-        for i, degrees in enumerate(hidden_degrees(features, hidden, conditional)):
+        for i, degrees in enumerate(hidden_degrees(dim, hidden, conditional)):
             self.register_buffer(f"_degrees{i}", degrees, persistent=False)
         self.layers = nn.ModuleList(MaskedLinear(m) for m in masks)
         self.activation = make_activation(activation)

@@ -86,7 +86,7 @@ class PeriodicMADE(MADE):
     :class:`PeriodicEmbedding` of its inputs, so it also has MADE's incremental ``solve``.
 
     Arguments:
-        features: number of angles ``n``.
+        dim: number of angles ``n``.
         outputs_per_input: ``P``, parameters per angle.
         hidden: hidden layer sizes (each should be at least ``n - 1``).
         **options: ``context_dim``, ``order``, ``activation``, ``zero_last`` as for MADE.
@@ -105,7 +105,7 @@ class PeriodicMADE(MADE):
 
     def __init__(
         self,
-        features: int,
+        dim: int,
         outputs_per_input: int,
         hidden: Sequence[int] = (64, 64),
         **options: Any,
@@ -115,7 +115,7 @@ class PeriodicMADE(MADE):
         from ..spaces.base import Coordinate
         from .embedding import CoordinateEmbedding  # (embedding builds on this module)
 
-        angles = [Coordinate("angle", -math.pi, math.pi)] * features
+        angles = [Coordinate("angle", -math.pi, math.pi)] * dim
         super().__init__(
-            features, outputs_per_input, hidden, embedding=CoordinateEmbedding(angles), **options
+            dim, outputs_per_input, hidden, embedding=CoordinateEmbedding(angles), **options
         )

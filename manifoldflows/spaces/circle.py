@@ -32,7 +32,7 @@ class Torus(Space):
     itself, the limit of a wrapped value, is accepted); :meth:`projx` wraps any real angle.
 
     Arguments:
-        n: number of angles (a positive integer).
+        dim: number of angles (a positive integer).
 
     References:
         Rezende et al., "Normalizing flows on tori and spheres", ICML 2020, arXiv:2002.02428.
@@ -50,10 +50,13 @@ class Torus(Space):
 
     is_compact = True
 
-    def __init__(self, n: int = 1):
-        if isinstance(n, bool) or int(n) != n or n < 1:
-            raise ValueError(f"{type(self).__name__}: expected a positive integer n, got {n!r}")
-        self.n = int(n)
+    def __init__(self, dim: int = 1):
+        if isinstance(dim, bool) or int(dim) != dim or dim < 1:
+            raise ValueError(
+                f"{type(self).__name__}: expected a positive integer number of angles dim, "
+                f"got {dim!r}"
+            )
+        self.n = int(dim)
         self.event_shape = (self.n,)
         self.dim = self.n
 

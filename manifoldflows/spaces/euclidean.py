@@ -25,10 +25,10 @@ class Euclidean(Space):
         (True, False)
     """
 
-    def __init__(self, d: int):
-        if int(d) != d or d < 1:
-            raise ValueError(f"Euclidean: expected a positive integer dimension, got {d!r}")
-        self.d = int(d)
+    def __init__(self, dim: int):
+        if int(dim) != dim or dim < 1:
+            raise ValueError(f"Euclidean: expected a positive integer dimension, got {dim!r}")
+        self.d = int(dim)
         self.event_shape = (self.d,)
         self.dim = self.d
 
@@ -81,8 +81,8 @@ class Interval(Euclidean):
         -1.386294
     """
 
-    def __init__(self, low: float, high: float, d: int = 1):
-        super().__init__(d)
+    def __init__(self, low: float, high: float, dim: int = 1):
+        super().__init__(dim)
         low, high = float(low), float(high)
         if not low < high or math.isnan(low) or math.isnan(high):
             raise ValueError(f"Interval: expected low < high, got low={low}, high={high}")

@@ -50,7 +50,7 @@ class Sphere(Space):
     float64); :meth:`projx` normalises.
 
     Arguments:
-        n: intrinsic dimension (a positive integer); points live in ``R^(n+1)``.
+        dim: intrinsic dimension (a positive integer); points live in ``R^(n+1)``.
 
     References:
         Rezende et al., "Normalizing flows on tori and spheres", ICML 2020, arXiv:2002.02428.
@@ -73,10 +73,10 @@ class Sphere(Space):
 
     is_compact = True
 
-    def __init__(self, n: int = 2):
-        if isinstance(n, bool) or int(n) != n or n < 1:
-            raise ValueError(f"Sphere: expected a positive integer dimension n, got {n!r}")
-        self.n = int(n)
+    def __init__(self, dim: int = 2):
+        if isinstance(dim, bool) or int(dim) != dim or dim < 1:
+            raise ValueError(f"Sphere: expected a positive integer dimension dim, got {dim!r}")
+        self.n = int(dim)
         self.event_shape = (self.n + 1,)
         self.dim = self.n
 

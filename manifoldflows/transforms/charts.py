@@ -42,7 +42,7 @@ class Stereographic(Transform):
     reports as a non-finite output. ``Inverse(Stereographic(n))`` maps ``R^n`` onto the sphere.
 
     Arguments:
-        n: sphere dimension (domain ``Sphere(n)``, codomain ``Euclidean(n)``).
+        dim: sphere dimension (domain ``Sphere(n)``, codomain ``Euclidean(n)``).
 
     References:
         Gemici, Rezende, Mohamed 2016, arXiv:1611.02304; Rezende et al. 2020,
@@ -55,13 +55,13 @@ class Stereographic(Transform):
         ([[0.0, 0.0]], -1.3863)
     """
 
-    def __init__(self, n: int):
-        n = positive_int(n, "sphere dimension n", "Stereographic")
-        super().__init__(Sphere(n), Euclidean(n))
-        self.n = n
+    def __init__(self, dim: int):
+        dim = positive_int(dim, "sphere dimension dim", "Stereographic")
+        super().__init__(Sphere(dim), Euclidean(dim))
+        self.n = dim
 
     def extra_repr(self) -> str:
-        return f"n={self.n}"
+        return f"dim={self.n}"
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         return kernels.stereographic(x)

@@ -44,8 +44,8 @@ def make_circle_map(kind: str | ElementwiseMap, **options: Any) -> ElementwiseMa
     return make_map(kind, ANGLE, **options)
 
 
-def _torus(features: int, who: str) -> Torus:
-    return Torus(positive_int(features, "number of angles (features)", who))
+def _torus(dim: int, who: str) -> Torus:
+    return Torus(positive_int(dim, "number of angles dim", who))
 
 
 class MoebiusCircle(Elementwise):
@@ -56,7 +56,7 @@ class MoebiusCircle(Elementwise):
     maps that fix ``-pi`` (Rezende et al. 2020), then rotates. See :class:`MoebiusMap`.
 
     Arguments:
-        features: number of angles ``n``.
+        dim: number of angles ``n``.
         components: number ``K`` of Moebius maps.
         shift: add a learnable rotation.
         max_radius: bound on the centres' norm.
@@ -73,7 +73,7 @@ class MoebiusCircle(Elementwise):
 
     def __init__(
         self,
-        features: int,
+        dim: int,
         *,
         components: int = 1,
         shift: bool = True,
@@ -81,7 +81,7 @@ class MoebiusCircle(Elementwise):
         **options: Any,
     ):
         circle_map = MoebiusMap(components, shift=shift, max_radius=max_radius)
-        super().__init__(_torus(features, type(self).__name__), circle_map, **options)
+        super().__init__(_torus(dim, type(self).__name__), circle_map, **options)
 
 
 class CircularSpline(Elementwise):
@@ -93,7 +93,7 @@ class CircularSpline(Elementwise):
     :class:`CircularSplineMap`.
 
     Arguments:
-        features: number of angles ``n``.
+        dim: number of angles ``n``.
         bins: number of bins.
         shift: add a learnable rotation.
         **options: ``context_dim``, ``hidden``, ``activation``.
@@ -104,9 +104,9 @@ class CircularSpline(Elementwise):
         torch.Size([3, 2])
     """
 
-    def __init__(self, features: int, *, bins: int = 8, shift: bool = True, **options: Any):
+    def __init__(self, dim: int, *, bins: int = 8, shift: bool = True, **options: Any):
         super().__init__(
-            _torus(features, type(self).__name__), CircularSplineMap(bins, shift=shift), **options
+            _torus(dim, type(self).__name__), CircularSplineMap(bins, shift=shift), **options
         )
 
 
@@ -114,7 +114,7 @@ class CircularShift(Elementwise):
     """Rotation of every angle, ``y_i = wrap(x_i + s_i)``; volume preserving.
 
     Arguments:
-        features: number of angles ``n``.
+        dim: number of angles ``n``.
         **options: ``context_dim``, ``hidden``, ``activation``.
 
     Example:
@@ -123,8 +123,8 @@ class CircularShift(Elementwise):
         0.0
     """
 
-    def __init__(self, features: int, **options: Any):
-        super().__init__(_torus(features, type(self).__name__), ShiftMap(), **options)
+    def __init__(self, dim: int, **options: Any):
+        super().__init__(_torus(dim, type(self).__name__), ShiftMap(), **options)
 
 
 class NonCompactProjection(Elementwise):
@@ -135,7 +135,7 @@ class NonCompactProjection(Elementwise):
     :func:`~manifoldflows.functional.circle.noncompact_projection`.
 
     Arguments:
-        features: number of angles ``n``.
+        dim: number of angles ``n``.
         scale_bound, shift_bound: soft bounds on ``log a`` and ``b``.
         **options: ``context_dim``, ``hidden``, ``activation``.
 
@@ -147,10 +147,10 @@ class NonCompactProjection(Elementwise):
     """
 
     def __init__(
-        self, features: int, *, scale_bound: float = 5.0, shift_bound: float = 10.0, **options: Any
+        self, dim: int, *, scale_bound: float = 5.0, shift_bound: float = 10.0, **options: Any
     ):
         super().__init__(
-            _torus(features, type(self).__name__),
+            _torus(dim, type(self).__name__),
             NonCompactMap(scale_bound, shift_bound),
             **options,
         )

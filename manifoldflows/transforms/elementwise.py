@@ -66,7 +66,7 @@ class Sigmoid(_Elementwise):
     their dtype.
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
         low, high: finite bounds of the codomain ``Interval(low, high, d)``.
 
     Inputs of ``forward`` have shape ``(..., d)``; the logdet has shape ``(...)``.
@@ -83,9 +83,9 @@ class Sigmoid(_Elementwise):
         ([1.0, 1.0], 0.0)
     """
 
-    def __init__(self, features: int, low: float = 0.0, high: float = 1.0):
+    def __init__(self, dim: int, low: float = 0.0, high: float = 1.0):
         owner = type(self).__name__
-        d = _check_features(owner, features)
+        d = _check_features(owner, dim)
         low, high = _check_bounds(owner, low, high)
         super().__init__(Euclidean(d), Interval(low, high, d))
         self.features, self.low, self.high = d, low, high
@@ -108,7 +108,7 @@ class Logit(_Elementwise):
     (points exactly on a bound are moved inside by one ``eps`` of their dtype).
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
         low, high: finite bounds of the domain ``Interval(low, high, d)``.
 
     Inputs of ``forward`` have shape ``(..., d)``; the logdet has shape ``(...)``.
@@ -125,9 +125,9 @@ class Logit(_Elementwise):
         ([[0.0]], 0.693147)
     """
 
-    def __init__(self, features: int, low: float = 0.0, high: float = 1.0):
+    def __init__(self, dim: int, low: float = 0.0, high: float = 1.0):
         owner = type(self).__name__
-        d = _check_features(owner, features)
+        d = _check_features(owner, dim)
         low, high = _check_bounds(owner, low, high)
         super().__init__(Interval(low, high, d), Euclidean(d))
         self.features, self.low, self.high = d, low, high
@@ -146,7 +146,7 @@ class Tanh(_Elementwise):
     inverse is ``atanh`` (points at ``+-1`` are moved inside by one ``eps`` of their dtype).
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
 
     Inputs of ``forward`` have shape ``(..., d)``; the logdet has shape ``(...)``.
 
@@ -161,8 +161,8 @@ class Tanh(_Elementwise):
         (0.0, [0.0, 0.0, 0.0, 0.0])
     """
 
-    def __init__(self, features: int):
-        d = _check_features(type(self).__name__, features)
+    def __init__(self, dim: int):
+        d = _check_features(type(self).__name__, dim)
         super().__init__(Euclidean(d), Interval(-1.0, 1.0, d))
         self.features = d
 
@@ -180,7 +180,7 @@ class Softplus(_Elementwise):
     ``x = y + log(-expm1(-y))`` (stable for small and large ``y``).
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
 
     Inputs of ``forward`` have shape ``(..., d)``; the logdet has shape ``(...)``.
 
@@ -197,8 +197,8 @@ class Softplus(_Elementwise):
         (0.693147, -0.693147)
     """
 
-    def __init__(self, features: int):
-        d = _check_features(type(self).__name__, features)
+    def __init__(self, dim: int):
+        d = _check_features(type(self).__name__, dim)
         super().__init__(Euclidean(d), Interval(0.0, math.inf, d))
         self.features = d
 
@@ -215,7 +215,7 @@ class Exp(_Elementwise):
     Its codomain is the same space as :class:`Softplus`'s, ``Interval(0, inf, d)``.
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
 
     Inputs of ``forward`` have shape ``(..., d)``; the logdet has shape ``(...)``.
 
@@ -230,8 +230,8 @@ class Exp(_Elementwise):
         (2.718282, 1.0)
     """
 
-    def __init__(self, features: int):
-        d = _check_features(type(self).__name__, features)
+    def __init__(self, dim: int):
+        d = _check_features(type(self).__name__, dim)
         super().__init__(Euclidean(d), Interval(0.0, math.inf, d))
         self.features = d
 

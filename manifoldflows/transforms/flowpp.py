@@ -34,7 +34,7 @@ class LogisticMixtureCoupling(Coupling):
     form and ``forward`` (sampling) root-finds; ``analytic="forward"`` swaps them.
 
     Arguments:
-        features: dimension ``d`` (at least 2).
+        dim: dimension ``d`` (at least 2).
         components: number of logistic components ``K``.
         analytic: closed-form direction, ``"inverse"`` or ``"forward"``.
         iterations: maximum root-finder iterations (default: enough for machine precision).
@@ -56,7 +56,7 @@ class LogisticMixtureCoupling(Coupling):
 
     def __init__(
         self,
-        features: int,
+        dim: int,
         *,
         components: int = 8,
         analytic: str = "inverse",
@@ -68,4 +68,4 @@ class LogisticMixtureCoupling(Coupling):
         if analytic not in ("inverse", "forward"):
             raise ValueError(f"{who}: analytic must be 'inverse' or 'forward', got {analytic!r}")
         monotone_map = LogisticMixtureMap(components, analytic=analytic, iterations=iterations)
-        super().__init__(features, monotone_map, **options)
+        super().__init__(dim, monotone_map, **options)

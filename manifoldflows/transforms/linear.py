@@ -28,9 +28,7 @@ def _check_features(owner: str, features: object) -> int:
     except TypeError:
         value = None
     if isinstance(features, bool) or value is None or value < 1:
-        raise ValueError(
-            f"{owner}: expected a positive integer number of features, got {features!r}"
-        )
+        raise ValueError(f"{owner}: expected a positive integer dimension dim, got {features!r}")
     return value
 
 
@@ -121,7 +119,7 @@ class Reverse(Permutation):
     """Reverse the order of the coordinates: ``y_i = x_{d-1-i}`` (``log|det J| = 0``).
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
 
     References:
         Dinh, Sohl-Dickstein & Bengio 2016, Real NVP, arXiv:1605.08803.
@@ -132,8 +130,8 @@ class Reverse(Permutation):
         [[3.0, 2.0, 1.0]]
     """
 
-    def __init__(self, features: int):
-        d = _check_features(type(self).__name__, features)
+    def __init__(self, dim: int):
+        d = _check_features(type(self).__name__, dim)
         super().__init__(torch.arange(d - 1, -1, -1))
 
     def extra_repr(self) -> str:
@@ -144,7 +142,7 @@ class RandomPermutation(Permutation):
     """A permutation of ``R^d`` drawn uniformly at random once, at construction.
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
         generator: optional :class:`torch.Generator` (on the CPU) for a reproducible draw.
 
     References:
@@ -157,8 +155,8 @@ class RandomPermutation(Permutation):
         [0, 1, 2, 3]
     """
 
-    def __init__(self, features: int, generator: torch.Generator | None = None):
-        d = _check_features(type(self).__name__, features)
+    def __init__(self, dim: int, generator: torch.Generator | None = None):
+        d = _check_features(type(self).__name__, dim)
         super().__init__(torch.randperm(d, generator=generator))
 
 
@@ -177,7 +175,7 @@ class LULinear(Transform):
     never cross ``det W = 0`` anyway.
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
         bias: learn the offset ``b`` (initialised to zero).
         identity_init: start as the identity (``P = L = U = I``). Otherwise ``W`` starts as a
             random rotation, as in Glow: ``P``, ``L``, ``U`` come from the pivoted LU
@@ -208,12 +206,12 @@ class LULinear(Transform):
 
     def __init__(
         self,
-        features: int,
+        dim: int,
         bias: bool = True,
         identity_init: bool = True,
         generator: torch.Generator | None = None,
     ):
-        d = _check_features(type(self).__name__, features)
+        d = _check_features(type(self).__name__, dim)
         super().__init__(Euclidean(d))
         self.features = d
         dtype = torch.get_default_dtype()

@@ -40,7 +40,7 @@ class NeuralAutoregressive(MaskedAutoregressive):
     closed form (``"inverse"`` or ``"forward"``).
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
         sigmoid_units: ``H``, sigmoid units per DSF layer.
         sigmoid_layers: number of composed DSF layers.
         mode: ``"maf"`` or ``"iaf"``.
@@ -64,7 +64,7 @@ class NeuralAutoregressive(MaskedAutoregressive):
 
     def __init__(
         self,
-        features: int,
+        dim: int,
         *,
         sigmoid_units: int = 8,
         sigmoid_layers: int = 1,
@@ -76,7 +76,7 @@ class NeuralAutoregressive(MaskedAutoregressive):
         iterations: int | None = None,
     ):
         who = type(self).__name__
-        _positive_int(features, "number of features", who)
+        _positive_int(dim, "dimension dim", who)
         _positive_int(sigmoid_units, "number of sigmoid units", who)
         _positive_int(sigmoid_layers, "number of sigmoid layers", who)
         if mode not in MODES:
@@ -89,7 +89,7 @@ class NeuralAutoregressive(MaskedAutoregressive):
             sigmoid_units, sigmoid_layers, analytic=analytic, iterations=iterations
         )
         super().__init__(
-            features,
+            dim,
             monotone_map,
             mode=mode,
             context_dim=context_dim,

@@ -43,7 +43,7 @@ class ActNorm(Transform):
     the ``state_dict``, so a saved and reloaded layer is not initialised again.
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
         eps: relative spread below which a feature counts as constant (see above).
 
     Inputs have shape ``(..., d)`` (any batch shape); the logdet has shape ``(...)``.
@@ -70,8 +70,8 @@ class ActNorm(Transform):
 
     initialized: Tensor
 
-    def __init__(self, features: int, eps: float = 1e-6):
-        d = _check_features(type(self).__name__, features)
+    def __init__(self, dim: int, eps: float = 1e-6):
+        d = _check_features(type(self).__name__, dim)
         if not eps > 0:
             raise ValueError(f"{type(self).__name__}: expected eps > 0, got {eps!r}")
         super().__init__(Euclidean(d))

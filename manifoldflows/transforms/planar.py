@@ -71,14 +71,14 @@ class _ResidualFlow(ContextShiftedParameters):
 
     def __init__(
         self,
-        features: int,
+        dim: int,
         context_dim: int | None,
         hidden: Sequence[int],
         activation: str,
         raw: dict[str, Tensor],
     ):
         owner = type(self).__name__
-        d = _check_features(owner, features)
+        d = _check_features(owner, dim)
         if context_dim is not None:
             context_dim = positive_int(context_dim, "context_dim", owner)
         hidden = _check_hidden(owner, hidden)
@@ -111,7 +111,7 @@ class PlanarFlow(_ResidualFlow):
     The layer starts as the identity (``u = 0``, ``b = 0``, random ``w``).
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
         context_dim: context size; an MLP then adds context-dependent offsets to
             ``(u, w, b)``. ``None`` for an unconditional layer.
         hidden: hidden sizes of that MLP.
@@ -140,14 +140,14 @@ class PlanarFlow(_ResidualFlow):
 
     def __init__(
         self,
-        features: int,
+        dim: int,
         *,
         context_dim: int | None = None,
         hidden: Sequence[int] = (64,),
         activation: str = "relu",
         generator: torch.Generator | None = None,
     ):
-        d = _check_features(type(self).__name__, features)
+        d = _check_features(type(self).__name__, dim)
         bound = 1 / math.sqrt(d)
         w = (2 * torch.rand(d, generator=generator) - 1) * bound
         raw = {"u": torch.zeros(d), "w": w, "b": torch.zeros(1)}
@@ -195,7 +195,7 @@ class RadialFlow(_ResidualFlow):
     The layer starts as the identity (``beta_raw = 0``) with a random centre ``z0 ~ N(0, I)``.
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
         context_dim: context size; an MLP then adds offsets to ``(z0, alpha_raw, beta_raw)``.
         hidden: hidden sizes of that MLP.
         activation: its activation.
@@ -219,14 +219,14 @@ class RadialFlow(_ResidualFlow):
 
     def __init__(
         self,
-        features: int,
+        dim: int,
         *,
         context_dim: int | None = None,
         hidden: Sequence[int] = (64,),
         activation: str = "relu",
         generator: torch.Generator | None = None,
     ):
-        d = _check_features(type(self).__name__, features)
+        d = _check_features(type(self).__name__, dim)
         raw = {
             "z0": torch.randn(d, generator=generator),
             "alpha_raw": torch.zeros(1),
@@ -290,7 +290,7 @@ class SylvesterFlow(_ResidualFlow):
     The layer starts as the identity (``R = 0``, ``R~ = I``, ``b = 0``; ``Q`` random).
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
         kind: ``"orthogonal"``, ``"householder"`` or ``"triangular"``.
         num_ortho_vectors: ``M``, the number of columns of ``Q`` (``1 <= M <= d``; default
             ``d``; must be ``d`` for ``"triangular"``).
@@ -323,7 +323,7 @@ class SylvesterFlow(_ResidualFlow):
 
     def __init__(
         self,
-        features: int,
+        dim: int,
         *,
         kind: str = "orthogonal",
         num_ortho_vectors: int | None = None,
@@ -335,7 +335,7 @@ class SylvesterFlow(_ResidualFlow):
         generator: torch.Generator | None = None,
     ):
         owner = type(self).__name__
-        d = _check_features(owner, features)
+        d = _check_features(owner, dim)
         if kind not in SYLVESTER_KINDS:
             raise ValueError(f"{owner}: expected kind in {SYLVESTER_KINDS}, got {kind!r}")
         m = (
@@ -345,11 +345,11 @@ class SylvesterFlow(_ResidualFlow):
         )
         if m > d:
             raise ValueError(
-                f"{owner}: expected num_ortho_vectors <= features = {d}, got {num_ortho_vectors}"
+                f"{owner}: expected num_ortho_vectors <= dim = {d}, got {num_ortho_vectors}"
             )
         if kind == "triangular" and m != d:
             raise ValueError(
-                f"{owner}: kind='triangular' uses M = features = {d} columns, got "
+                f"{owner}: kind='triangular' uses M = dim = {d} columns, got "
                 f"num_ortho_vectors={num_ortho_vectors}"
             )
         if reverse and kind != "triangular":
@@ -365,7 +365,7 @@ class SylvesterFlow(_ResidualFlow):
             raw["q_skew"] = torch.randn(d * (d - 1) // 2, generator=generator)
         elif kind == "householder":
             if d < 2:
-                raise ValueError(f"{owner}: kind='householder' needs features >= 2, got {d}")
+                raise ValueError(f"{owner}: kind='householder' needs dim >= 2, got {d}")
             k = (
                 d
                 if num_householder is None

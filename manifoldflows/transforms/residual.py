@@ -99,7 +99,7 @@ class InvertibleResidual(Transform):
     * ``"auto"`` (default): ``"exact"`` when ``d <= exact_max_features``, else the estimator.
 
     Arguments:
-        features: dimension ``d``.
+        dim: dimension ``d``.
         context_dim: context size (``None`` for an unconditional layer).
         hidden: hidden sizes of ``g``.
         activation: ``"lipswish"`` (default), ``"elu"`` or ``"tanh"``.
@@ -131,7 +131,7 @@ class InvertibleResidual(Transform):
 
     def __init__(
         self,
-        features: int,
+        dim: int,
         *,
         context_dim: int | None = None,
         hidden: Sequence[int] = (64, 64),
@@ -148,7 +148,7 @@ class InvertibleResidual(Transform):
         max_iterations: int = 2000,
     ):
         name = type(self).__name__
-        d = _check_features(name, features)
+        d = _check_features(name, dim)
         if not (isinstance(coeff, (int, float)) and 0.0 < coeff < 1.0):
             raise ValueError(f"{name}: expected coeff in (0, 1) for a contraction, got {coeff!r}")
         if logdet not in _LOGDET_MODES:

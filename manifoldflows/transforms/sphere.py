@@ -76,7 +76,7 @@ def _check_context_dim(who: str, context_dim: object) -> int | None:
 
 
 def _sphere_dim(who: str, n: object) -> int:
-    return positive_int(n, "sphere dimension n", who)
+    return positive_int(n, "sphere dimension dim", who)
 
 
 def _moved_centres(centres: Tensor, offset: Tensor | None) -> Tensor:
@@ -105,7 +105,7 @@ class SphereRotation(Transform):
     Stacked between :class:`RecursiveSphereFlow` layers it changes which axis is the "height".
 
     Arguments:
-        n: sphere dimension (points in ``R^(n+1)``).
+        dim: sphere dimension (points in ``R^(n+1)``).
         context_dim: context size; the conditioner's MLP then adds context-dependent offsets to
             ``A``.
         hidden, activation: that MLP's hidden sizes and activation.
@@ -127,7 +127,7 @@ class SphereRotation(Transform):
 
     def __init__(
         self,
-        n: int,
+        dim: int,
         *,
         context_dim: int | None = None,
         hidden: Sequence[int] = (64,),
@@ -135,11 +135,11 @@ class SphereRotation(Transform):
         generator: torch.Generator | None = None,
     ):
         who = type(self).__name__
-        n = _sphere_dim(who, n)
+        dim = _sphere_dim(who, dim)
         context_dim = _check_context_dim(who, context_dim)
-        super().__init__(Sphere(n), context_dim=context_dim)
-        self.n = n
-        m = n * (n + 1) // 2
+        super().__init__(Sphere(dim), context_dim=context_dim)
+        self.n = dim
+        m = dim * (dim + 1) // 2
         init = torch.zeros(m) if generator is None else torch.randn(m, generator=generator)
         self.conditioner = Conditioner(
             0,
@@ -149,7 +149,7 @@ class SphereRotation(Transform):
             activation=activation,
             initial={"skew": init},
         )
-        rows, cols = torch.triu_indices(n + 1, n + 1, offset=1)
+        rows, cols = torch.triu_indices(dim + 1, dim + 1, offset=1)
         self.register_buffer("_rows", rows, persistent=False)
         self.register_buffer("_cols", cols, persistent=False)
 
@@ -202,7 +202,7 @@ class MoebiusSphere(Transform):
     circle map, held by the conditioner.
 
     Arguments:
-        n: sphere dimension.
+        dim: sphere dimension.
         components: number of Moebius maps mixed (``n = 1`` only).
         context_dim: context size (``None`` for an unconditional layer).
         hidden, activation: the context MLP's hidden sizes and activation.
@@ -228,7 +228,7 @@ class MoebiusSphere(Transform):
 
     def __init__(
         self,
-        n: int,
+        dim: int,
         *,
         components: int = 1,
         context_dim: int | None = None,
@@ -237,32 +237,32 @@ class MoebiusSphere(Transform):
         max_radius: float = 0.99,
     ):
         who = type(self).__name__
-        n = _sphere_dim(who, n)
+        dim = _sphere_dim(who, dim)
         components = positive_int(components, "number of components", who)
         context_dim = _check_context_dim(who, context_dim)
-        if components > 1 and n > 1:
+        if components > 1 and dim > 1:
             raise ValueError(
-                f"{who}: expected components=1 on S^{n}; a convex combination of Moebius maps is "
+                f"{who}: expected components=1 on S^{dim}; a convex combination of Moebius maps is "
                 f"only defined on the circle (n = 1), got components={components}. On S^n, "
                 "n >= 2, Moebius maps and rotations form a group: interleave other layers instead"
             )
         if not 0.0 < max_radius < 1.0:
             raise ValueError(f"{who}: expected 0 < max_radius < 1, got {max_radius!r}")
-        super().__init__(Sphere(n), context_dim=context_dim)
-        self.n, self.components, self.max_radius = n, components, float(max_radius)
+        super().__init__(Sphere(dim), context_dim=context_dim)
+        self.n, self.components, self.max_radius = dim, components, float(max_radius)
         self.circle_map: ElementwiseMap | None = None
-        if n == 1:
+        if dim == 1:
             self.circle_map = make_map(
                 "moebius", ANGLE, components=components, max_radius=max_radius
             )
             shapes = dict(self.circle_map.shapes)
         else:
-            north = torch.zeros(n + 1)
+            north = torch.zeros(dim + 1)
             north[-1] = 1.0
             self.direction = self.domain.manifold_parameter(north)
             shapes = {"radius": ()}
             if context_dim is not None:
-                shapes["offset"] = (n + 1,)
+                shapes["offset"] = (dim + 1,)
         self.conditioner = Conditioner(
             0, shapes, context_dim=context_dim, hidden=hidden, activation=activation
         )
@@ -327,7 +327,7 @@ class ExpMapRadial(Transform):
     (:func:`~manifoldflows.functional.sphere.expmap_radial_inverse`).
 
     Arguments:
-        n: sphere dimension.
+        dim: sphere dimension.
         components: number ``K`` of radial components.
         context_dim: context size; the conditioner's MLP then gives ``l``, ``b`` and the centre
             offsets ``o_k``.
@@ -355,7 +355,7 @@ class ExpMapRadial(Transform):
 
     def __init__(
         self,
-        n: int,
+        dim: int,
         *,
         components: int = 4,
         context_dim: int | None = None,
@@ -364,15 +364,15 @@ class ExpMapRadial(Transform):
         generator: torch.Generator | None = None,
     ):
         who = type(self).__name__
-        n = _sphere_dim(who, n)
+        dim = _sphere_dim(who, dim)
         k = positive_int(components, "number of components", who)
         context_dim = _check_context_dim(who, context_dim)
-        super().__init__(Sphere(n), context_dim=context_dim)
-        self.n, self.components = n, k
-        self.centres = self.domain.manifold_parameter(torch.randn(k, n + 1, generator=generator))
+        super().__init__(Sphere(dim), context_dim=context_dim)
+        self.n, self.components = dim, k
+        self.centres = self.domain.manifold_parameter(torch.randn(k, dim + 1, generator=generator))
         shapes = {"logits": (k,), "log_beta": (k,)}
         if context_dim is not None:
-            shapes["offset"] = (k, n + 1)
+            shapes["offset"] = (k, dim + 1)
         self.conditioner = Conditioner(
             0, shapes, context_dim=context_dim, hidden=hidden, activation=activation
         )
@@ -437,7 +437,7 @@ class RecursiveSphereFlow(Transform):
     :class:`SphereRotation` in between so every axis gets to be a height.
 
     Arguments:
-        n: sphere dimension (``n = 1``: just the circle map on the angle).
+        dim: sphere dimension (``n = 1``: just the circle map on the angle).
         bins: bins of the interval splines (and of the circular spline).
         circle: the circle map on the angle, a name for
             :func:`~manifoldflows.transforms.maps.make_map` on an angle coordinate
@@ -473,7 +473,7 @@ class RecursiveSphereFlow(Transform):
 
     def __init__(
         self,
-        n: int,
+        dim: int,
         *,
         bins: int = 8,
         circle: str | ElementwiseMap = "spline",
@@ -483,7 +483,7 @@ class RecursiveSphereFlow(Transform):
         activation: str = "relu",
     ):
         who = type(self).__name__
-        n = _sphere_dim(who, n)
+        dim = _sphere_dim(who, dim)
         bins = positive_int(bins, "number of bins", who)
         components = positive_int(components, "number of components", who)
         context_dim = _check_context_dim(who, context_dim)
@@ -496,15 +496,15 @@ class RecursiveSphereFlow(Transform):
             circle_map = make_map(circle, ANGLE, bins=bins, components=components)
         except ValueError as err:
             raise ValueError(f"{who}: circle={circle!r} is not a circle map ({err})") from None
-        super().__init__(Sphere(n), context_dim=context_dim)
-        self.n, self.bins, self.circle_map = n, bins, circle_map
+        super().__init__(Sphere(dim), context_dim=context_dim)
+        self.n, self.bins, self.circle_map = dim, bins, circle_map
         options = {"context_dim": context_dim, "hidden": tuple(hidden), "activation": activation}
         spline_shapes = {"widths": (bins,), "heights": (bins,), "derivatives": (bins + 1,)}
         # level n - j reads the j heights above it (and the context)
         self.height_conditioners = nn.ModuleList(
-            Conditioner(j, spline_shapes, **options) for j in range(n - 1)
+            Conditioner(j, spline_shapes, **options) for j in range(dim - 1)
         )
-        self.circle_conditioner = Conditioner(n - 1, dict(circle_map.shapes), **options)
+        self.circle_conditioner = Conditioner(dim - 1, dict(circle_map.shapes), **options)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, bins={self.bins}, circle={self.circle_map!r}"
