@@ -281,7 +281,8 @@ def circular_rational_quadratic_spline(
         max_derivative: largest knot derivative, ``> 1``.
         slope_bound: if given, ``B > 1``: raw parameters are softly bounded
             (:func:`~manifoldflows.functional.splines.bounded_spline_parameters`) and the knot
-            derivatives are ``exp`` of bounded values, so every slope lies in ``[1/B, B]``
+            derivatives are ``exp`` of bounded values, so knot derivatives and bin slopes lie in
+            ``[1/B, B]``
             (``min_derivative`` and ``max_derivative`` are then not used).
 
     Returns:

@@ -47,18 +47,26 @@ class ParameterLayout:
         self.shapes: dict[str, Shape] = {k: tuple(int(n) for n in v) for k, v in shapes.items()}
         self.sizes = {k: math.prod(v) for k, v in self.shapes.items()}
         self.total = sum(self.sizes.values())
+        # (name, start, stop, shape) once, so unpacking is a few views per call
+        self._blocks: list[tuple[str, int, int, Shape]] = []
+        offset = 0
+        for name, shape in self.shapes.items():
+            self._blocks.append((name, offset, offset + self.sizes[name], shape))
+            offset += self.sizes[name]
 
     def __repr__(self) -> str:
         return f"ParameterLayout({self.shapes})"
 
     def unpack(self, flat: Tensor) -> dict[str, Tensor]:
         """Cut ``(..., total)`` into ``{name: (..., *shape)}`` views."""
-        out, offset = {}, 0
-        for name, shape in self.shapes.items():
-            size = self.sizes[name]
-            block = flat[..., offset : offset + size]
-            out[name] = block.unflatten(-1, shape) if shape else block.squeeze(-1)
-            offset += size
+        out = {}
+        for name, start, stop, shape in self._blocks:
+            if not shape:
+                out[name] = flat[..., start]
+            elif len(shape) == 1:
+                out[name] = flat[..., start:stop]
+            else:
+                out[name] = flat[..., start:stop].unflatten(-1, shape)
         return out
 
     def pack(self, params: Mapping[str, Tensor]) -> Tensor:

@@ -72,6 +72,7 @@ class CoordinateEmbedding(nn.Module):
         self.register_buffer(
             "feature_coordinate", torch.tensor(owner, dtype=torch.long), persistent=False
         )
+        self._columns = [[f for f, c in enumerate(owner) if c == i] for i in range(len(kinds))]
 
     def extra_repr(self) -> str:
         return f"coordinates={len(self.coordinates)}, features={self.features}"
@@ -100,7 +101,7 @@ class CoordinateEmbedding(nn.Module):
 
     def feature_columns(self, i: int) -> list[int]:
         """Columns of the output that belong to coordinate ``i`` (in the order of embed_one)."""
-        return (self.feature_coordinate == i).nonzero().flatten().tolist()
+        return self._columns[i]
 
 
 def coordinate_embedding(coordinates: Sequence[Coordinate]) -> CoordinateEmbedding:

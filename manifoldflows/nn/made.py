@@ -153,6 +153,7 @@ class MADE(nn.Module):
             rows = torch.as_tensor(outputs, dtype=torch.long)
         self.register_buffer("order", order.clone())
         self.register_buffer("output_coordinates", rows, persistent=False)
+        self._row_blocks: tuple[Tensor, list[slice]] | None = None
         self.embedding = embedding
         inputs = None if embedding is None else embedding.feature_coordinate.cpu()
         conditional = context_dim is not None
@@ -217,7 +218,7 @@ class MADE(nn.Module):
         sort = [torch.argsort(deg, stable=True) for deg in degrees]
         sorted_degrees = [deg[idx] for deg, idx in zip(degrees, sort)]
         # First layer with hidden units in degree order, transposed: (features, H).
-        w_first_t = self.layers[0].masked_weight()[sort[0]].t()
+        w_first_t = self.layers[0].masked_weight()[sort[0]].t().contiguous()
         if self.embedding is None:
             columns = [[i] for i in range(d)]
         else:
@@ -229,8 +230,11 @@ class MADE(nn.Module):
         for l in range(1, hidden_layers):
             w = self.layers[l].masked_weight()[sort[l]][:, sort[l - 1]]
             middle.append((w, self.layers[l].bias[sort[l]]))
-        w_last = self.layers[-1].masked_weight()[:, sort[-1]]
-        b_last = self.layers[-1].bias
+        # Output rows grouped by coordinate (stable, so each coordinate keeps its layout order):
+        # coordinate i's rows are then one contiguous block, a view instead of a gather.
+        by_coordinate, blocks = self._rows_by_coordinate()
+        w_last = self.layers[-1].masked_weight()[by_coordinate][:, sort[-1]]
+        b_last = self.layers[-1].bias[by_coordinate]
         batch = torch.broadcast_shapes(x.shape[:-1], pre.shape[:-1])
         in_place = not (torch.is_grad_enabled() and (x.requires_grad or w_first_t.requires_grad))
         pre = pre.expand(*batch, pre.shape[-1])
@@ -243,7 +247,6 @@ class MADE(nn.Module):
             torch.searchsorted(sd, self.order[coordinates], right=False).tolist()
             for sd in sorted_degrees
         ]
-        rows = self._rows_by_coordinate()
         outputs: list[Tensor | None] = [None] * d
         total = None
         for k, i in enumerate(coordinates.tolist()):
@@ -251,7 +254,8 @@ class MADE(nn.Module):
             h = self.activation(pre[..., : n[0]])
             for l, (w, b) in enumerate(middle, start=1):
                 h = self.activation(F.linear(h, w[: n[l], : n[l - 1]], b[: n[l]]))
-            params = F.linear(h, w_last[rows[i], : n[-1]], b_last[rows[i]])
+            rows = blocks[i]
+            params = F.linear(h, w_last[rows, : n[-1]], b_last[rows])
             out, logdet = step(i, x[..., i], params)
             outputs[i] = out
             total = logdet if total is None else total + logdet
@@ -268,13 +272,13 @@ class MADE(nn.Module):
                 pre = pre + features @ weight
         return torch.stack(outputs, dim=-1), total
 
-    def _rows_by_coordinate(self) -> list[Tensor | slice]:
-        """Output rows of each coordinate (slices when contiguous, else index tensors)."""
-        out: list[Tensor | slice] = []
-        for i in range(self.features):
-            idx = (self.output_coordinates == i).nonzero().flatten()
-            if idx.numel() and int(idx[-1] - idx[0]) + 1 == idx.numel():
-                out.append(slice(int(idx[0]), int(idx[-1]) + 1))
-            else:
-                out.append(idx)
-        return out
+    def _rows_by_coordinate(self) -> tuple[Tensor, list[slice]]:
+        """Output rows sorted by coordinate, and each coordinate's block in that order."""
+        if self._row_blocks is None:
+            order = torch.argsort(self.output_coordinates.cpu(), stable=True)
+            counts = torch.bincount(self.output_coordinates.cpu(), minlength=self.features)
+            ends = torch.cumsum(counts, 0).tolist()
+            starts = [0, *ends[:-1]]
+            self._row_blocks = (order, [slice(a, b) for a, b in zip(starts, ends)])
+        order, blocks = self._row_blocks
+        return order.to(self.output_coordinates.device), blocks

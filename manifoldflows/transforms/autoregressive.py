@@ -117,8 +117,7 @@ class MaskedAutoregressive(Transform):
         self, x: Tensor, context: Tensor | None, inverse: bool
     ) -> tuple[Tensor, Tensor]:
         """Solve ``out_i = tau_i(x_i; made(out)_i)`` coordinate by coordinate (MADE.solve)."""
-        groups = self.groups
-        return self.made.solve(x, context, lambda i, xi, p: groups.step(i, xi, p, inverse))
+        return self.made.solve(x, context, self.groups.stepper(inverse))
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         if self.mode == "iaf":

@@ -9,7 +9,7 @@ builds those maps once, lays out their parameters for one conditioner
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -118,6 +118,14 @@ class MapGroups(nn.Module):
         batch = torch.broadcast_shapes(*(o.shape[:-1] for o in outs))
         out = torch.cat([o.expand(*batch, o.shape[-1]) for o in outs], dim=-1)
         return out[..., self._merge], total
+
+    def stepper(self, inverse: bool) -> Callable[[int, Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """``step(i, x_i, flat)`` for autoregressive solves (a direct call with one group)."""
+        if self._single:
+            move = self.maps[0].inverse if inverse else self.maps[0].forward
+            unpack = self.single_layouts[0].unpack
+            return lambda i, x_i, flat: move(x_i, unpack(flat))
+        return lambda i, x_i, flat: self.step(i, x_i, flat, inverse)
 
     def step(self, i: int, x_i: Tensor, flat: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
         """Move coordinate ``i`` alone given its flat parameter rows (autoregressive solves)."""

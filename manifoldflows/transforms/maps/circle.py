@@ -167,9 +167,10 @@ class CircularSplineMap(_Rotated):
     """Circular rational-quadratic spline with ``bins`` bins (Rezende et al. 2020).
 
     Parameters per angle: ``bins`` widths, ``bins`` heights, ``bins`` knot derivatives (the
-    derivative at ``pi`` equals the one at ``-pi``), and a ``rotation`` when ``shift``. Every
-    slope lies in ``[1/slope_bound, slope_bound]`` whatever the conditioner outputs
-    (``slope_bound=None``: derivatives in ``[min_derivative, max_derivative]``, bins at least
+    derivative at ``pi`` equals the one at ``-pi``), and a ``rotation`` when ``shift``. The raw
+    parameters are softly bounded, so every knot derivative and every bin's mean slope lies in
+    ``[1/slope_bound, slope_bound]`` whatever the conditioner outputs (``slope_bound=None``:
+    derivatives in ``[min_derivative, max_derivative]``, bins at least
     ``min_bin_width``/``min_bin_height``). Kernel:
     :func:`~manifoldflows.functional.circle.circular_rational_quadratic_spline`.
 

@@ -19,8 +19,9 @@ __all__ = ["IntervalSplineMap"]
 class IntervalSplineMap(ElementwiseMap):
     """Rational-quadratic spline of ``[low, high]`` onto itself (Durkan et al. 2019).
 
-    The end points are fixed, all ``bins + 1`` knot derivatives are free, and every slope lies
-    in ``[1/slope_bound, slope_bound]`` whatever the conditioner outputs. The map for bond
+    The end points are fixed, all ``bins + 1`` knot derivatives are free, and every knot
+    derivative and bin's mean slope lies in ``[1/slope_bound, slope_bound]`` whatever the
+    conditioner outputs. The map for bond
     angles in ``(0, pi)`` and any other bounded coordinate; presets pick it for the
     :class:`~manifoldflows.spaces.Interval` factors of a space. See
     :func:`~manifoldflows.functional.splines.interval_rational_quadratic_spline`.
@@ -28,7 +29,7 @@ class IntervalSplineMap(ElementwiseMap):
     Arguments:
         bins: number of bins.
         low, high: the interval (finite).
-        slope_bound: bound ``B > 1`` on every slope.
+        slope_bound: bound ``B > 1`` on knot derivatives and bin slopes.
 
     Example:
         >>> m = IntervalSplineMap(4, low=0.0, high=math.pi)

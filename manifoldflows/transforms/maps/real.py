@@ -13,7 +13,7 @@ from .base import ElementwiseMap, Params, register_map
 
 __all__ = ["AdditiveMap", "AffineMap", "SplineMap", "LogisticMixtureMap", "DeepSigmoidalMap"]
 
-#: Default bound ``B`` on every slope of a spline layer (see ``bounded_spline_parameters``):
+#: Default bound ``B`` on knot derivatives and bin slopes (see ``bounded_spline_parameters``):
 #: an 8-layer NSF(4) with all parameters perturbed by N(0, 0.1^2) then inverts 6 N(0, I) to
 #: ~5e-11 in float64 and ~2e-2 in float32 (zuko 1.6 coupling NSF: 3e-9 and 4).
 DEFAULT_SLOPE_BOUND = 20.0
@@ -76,8 +76,10 @@ class SplineMap(ElementwiseMap):
 
     Parameters per coordinate: ``bins`` widths, ``bins`` heights and ``bins - 1`` interior
     derivatives (Durkan et al. 2019, Neural Spline Flows, arXiv:1906.04032), softly bounded so
-    that every slope lies in ``[1/slope_bound, slope_bound]`` whatever the conditioner outputs
-    (``slope_bound=None``: the unbounded parameterisation). See
+    that every knot derivative and bin's mean slope lies in ``[1/slope_bound, slope_bound]``
+    whatever the conditioner outputs (the interpolant inside a bin can be flatter, down to
+    about ``1e-3`` at ``slope_bound=20`` for adversarial parameters; ``slope_bound=None``:
+    the unbounded parameterisation). See
     :func:`manifoldflows.functional.splines.rational_quadratic_spline`.
 
     Example:
