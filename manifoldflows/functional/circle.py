@@ -15,7 +15,7 @@ from ..errors import InvalidInput
 from .monotonic import monotone_inverse
 from .splines import (
     bin_knots,
-    bounded_spline_parameters,
+    bounded_spline_knots,
     knot_derivatives,
     rational_quadratic_spline_from_knots,
 )
@@ -280,7 +280,7 @@ def circular_rational_quadratic_spline(
         min_derivative: smallest knot derivative, in ``(0, 1)``.
         max_derivative: largest knot derivative, ``> 1``.
         slope_bound: if given, ``B > 1``: raw parameters are softly bounded
-            (:func:`~manifoldflows.functional.splines.bounded_spline_parameters`) and the knot
+            (:func:`~manifoldflows.functional.splines.bounded_spline_knots`) and the knot
             derivatives are ``exp`` of bounded values, so knot derivatives and bin slopes lie in
             ``[1/B, B]``
             (``min_derivative`` and ``max_derivative`` are then not used).
@@ -312,10 +312,16 @@ def circular_rational_quadratic_spline(
             f"{tuple(derivatives.shape)}"
         )
     if slope_bound is not None:
-        widths, heights, log_d = bounded_spline_parameters(
-            widths, heights, derivatives, slope_bound
+        knot_x, knot_y, free = bounded_spline_knots(
+            widths,
+            heights,
+            derivatives,
+            low=-math.pi,
+            high=math.pi,
+            slope_bound=slope_bound,
+            min_bin_width=min_bin_width,
+            min_bin_height=min_bin_height,
         )
-        free = torch.exp(log_d)
     else:
         if not max_derivative > 1.0:
             raise InvalidInput(
@@ -323,8 +329,8 @@ def circular_rational_quadratic_spline(
                 f"{max_derivative}"
             )
         free = knot_derivatives(derivatives, min_derivative).clamp(max=max_derivative)
-    knot_x = bin_knots(widths, -math.pi, math.pi, min_bin_width)
-    knot_y = bin_knots(heights, -math.pi, math.pi, min_bin_height)
+        knot_x = bin_knots(widths, -math.pi, math.pi, min_bin_width)
+        knot_y = bin_knots(heights, -math.pi, math.pi, min_bin_height)
     knot_d = torch.cat([free, free[..., :1]], dim=-1)  # periodic: d_K = d_0
     y, log_deriv = rational_quadratic_spline_from_knots(
         wrap(x), knot_x, knot_y, knot_d, inverse=inverse

@@ -57,7 +57,8 @@ from .affine import soft_clamp
 __all__ = [
     "bin_knots",
     "knot_derivatives",
-    "bounded_spline_parameters",
+    "knots_from_weights",
+    "bounded_spline_knots",
     "rational_quadratic_spline_from_knots",
     "rational_quadratic_spline",
     "interval_rational_quadratic_spline",
@@ -80,10 +81,27 @@ def bin_knots(unnormalized: Tensor, low: float, high: float, min_bin_size: float
     Returns:
         ``(..., K + 1)`` strictly increasing knot positions, same dtype and device as the input.
     """
-    k = unnormalized.shape[-1]
+    # softmax by hand: the shift is detached (softmax is shift invariant, so the gradient is
+    # unchanged), and this avoids the CPU softmax kernel's thread-pool overhead on small inputs.
+    weights = torch.exp(unnormalized - unnormalized.amax(dim=-1, keepdim=True).detach())
+    return knots_from_weights(weights, low, high, min_bin_size)
+
+
+def knots_from_weights(weights: Tensor, low: float, high: float, min_bin_size: float) -> Tensor:
+    """Knots of bins with fractions ``m + (1 - K m) weights / sum(weights)`` (:func:`bin_knots`).
+
+    Args:
+        weights: ``(..., K)`` positive, unnormalised bin sizes.
+        low, high: the interval.
+        min_bin_size: smallest bin as a fraction of ``high - low``.
+
+    Returns:
+        ``(..., K + 1)`` knots from exactly ``low`` to exactly ``high``.
+    """
+    k = weights.shape[-1]
     if k < 1:
         raise InvalidInput(
-            f"bin_knots: expected at least one bin, got shape {tuple(unnormalized.shape)}"
+            f"bin_knots: expected at least one bin, got shape {tuple(weights.shape)}"
         )
     if not high > low:
         raise InvalidInput(f"bin_knots: expected high > low, got low={low}, high={high}")
@@ -91,13 +109,12 @@ def bin_knots(unnormalized: Tensor, low: float, high: float, min_bin_size: float
         raise InvalidInput(
             f"bin_knots: expected 0 < min_bin_size <= 1/K = {1.0 / k:g}, got {min_bin_size}"
         )
-    # softmax by hand: the shift is detached (softmax is shift invariant, so the gradient is
-    # unchanged), and this avoids the CPU softmax kernel's thread-pool overhead on small inputs.
-    e = torch.exp(unnormalized - unnormalized.amax(dim=-1, keepdim=True).detach())
-    fractions = min_bin_size + (1.0 - min_bin_size * k) * (e / e.sum(dim=-1, keepdim=True))
-    inner = low + (high - low) * torch.cumsum(fractions[..., :-1], dim=-1)
-    first = torch.full_like(unnormalized[..., :1], low)
-    last = torch.full_like(unnormalized[..., :1], high)
+    # fractions = m + (1 - K m) w / sum(w), scaled to the interval, in one fused pass
+    scale = ((1.0 - min_bin_size * k) * (high - low)) / weights.sum(dim=-1, keepdim=True)
+    sizes = torch.addcmul(weights.new_full((), min_bin_size * (high - low)), weights, scale)
+    inner = torch.cumsum(sizes[..., :-1], dim=-1).add_(low)
+    first = torch.full_like(weights[..., :1], low)
+    last = torch.full_like(weights[..., :1], high)
     return torch.cat([first, inner, last], dim=-1)
 
 
@@ -122,49 +139,62 @@ def knot_derivatives(unnormalized: Tensor, min_derivative: float = 1e-3) -> Tens
     return min_derivative + F.softplus(unnormalized + offset)
 
 
-def bounded_spline_parameters(
-    widths: Tensor, heights: Tensor, derivatives: Tensor, slope_bound: float
+def bounded_spline_knots(
+    widths: Tensor,
+    heights: Tensor,
+    derivatives: Tensor,
+    *,
+    low: float,
+    high: float,
+    slope_bound: float,
+    min_bin_width: float = 1e-3,
+    min_bin_height: float = 1e-3,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    r"""Softly bound raw spline parameters: knot derivatives and bin slopes in ``[1/B, B]``.
+    r"""Knots and knot derivatives of a spline whose slopes stay within ``[1/B, B]``.
 
-    A conditioner can output anything; unbounded raw widths, heights and derivatives give slopes
-    of ``1e-3`` next to ``1e3`` and a stack of such layers loses every digit of its inverse. This
-    squashes each raw value smoothly (``x / (1 + |x| / b)``, slope 1 at 0, so all-zero raw
-    parameters still give the identity spline) before the usual normalisation:
+    A conditioner can output anything; unbounded raw parameters give slopes of ``1e-3`` next
+    to ``1e3`` and a stack of such layers loses every digit of its inverse. Here
 
-    * raw widths and heights into ``(-b_w, b_w)`` with ``b_w = log(B) / 4``: the softmax then
-      makes any two bin sizes differ by less than ``B^(1/2)``, so the bin slopes ``h_k / w_k``
-      lie in ``(1/B, B)``;
-    * raw derivatives into ``(-b_d, b_d)`` with ``b_d = log(B)``, returned as
-      ``log``-derivatives ready for ``exp``.
+    * the raw widths are squashed smoothly into ``(-log(B)/2, log(B)/2)`` (``x / (1 + |x| / b)``,
+      slope 1 at 0) before the softmax, so no bin is more than ``B`` times wider than another
+      (tiny bins would cost the inverse its accuracy);
+    * each bin's *height* is its width times ``exp(delta_k)``, with the raw height squashed
+      the same way into ``delta_k``, so after normalisation every bin's mean slope
+      ``h_k / w_k`` lies in ``(1/B, B)``;
+    * the knot derivatives are ``exp`` of the raw derivatives squashed into ``(-log B, log B)``.
 
-    (Zuko's monotonic RQ transform bounds its raw parameters in the same spirit.)
+    All-zero raw parameters give the identity. The interpolant inside a bin can be flatter than
+    its ends and mean (down to about ``B^-2``), never steeper than a few times ``B``. (Zuko's
+    monotonic RQ transform bounds its raw parameters in the same spirit.)
 
     Args:
         widths, heights: ``(..., K)`` raw bin sizes.
         derivatives: ``(..., M)`` raw knot derivatives.
+        low, high: the interval (of both axes).
         slope_bound: ``B > 1``.
+        min_bin_width, min_bin_height: smallest bins as fractions of ``high - low``.
 
     Returns:
-        ``(widths, heights, log_derivatives)``, bounded.
+        ``(knot_x, knot_y, knot_derivatives)``: ``(..., K + 1)``, ``(..., K + 1)`` and
+        ``(..., M)``.
 
     Example:
-        >>> w, h, ld = bounded_spline_parameters(
-        ...     torch.tensor([1e6, -1e6]), torch.zeros(2), torch.tensor([1e6]), 100.0
-        ... )
-        >>> bool(w.abs().max() < math.log(100.0) / 4), bool(ld.exp() < 100.0)
-        (True, True)
+        >>> w, h, d = torch.tensor([[30.0, -30.0]]), torch.tensor([[1e6, -1e6]]), torch.zeros(1, 1)
+        >>> kx, ky, kd = bounded_spline_knots(w, h, d, low=0.0, high=1.0, slope_bound=20.0)
+        >>> slopes = ky.diff() / kx.diff()
+        >>> bool((slopes < 20.0).all() and (slopes > 1 / 20.0).all()), kd.item()
+        (True, 1.0)
     """
     if not slope_bound > 1.0:
-        raise InvalidInput(
-            f"bounded_spline_parameters: expected slope_bound > 1, got {slope_bound}"
-        )
-    log_bound = math.log(slope_bound)
-    size_bound = 0.25 * log_bound
+        raise InvalidInput(f"bounded_spline_knots: expected slope_bound > 1, got {slope_bound}")
+    half = 0.5 * math.log(slope_bound)
+    log_widths = soft_clamp(widths, half)  # bounded, so the softmax needs no max shift
+    weights = torch.exp(log_widths)
+    height_weights = torch.exp(log_widths + soft_clamp(heights, half))
     return (
-        soft_clamp(widths, size_bound),
-        soft_clamp(heights, size_bound),
-        soft_clamp(derivatives, log_bound),
+        knots_from_weights(weights, low, high, min_bin_width),
+        knots_from_weights(height_weights, low, high, min_bin_height),
+        torch.exp(soft_clamp(derivatives, 2.0 * half)),
     )
 
 
@@ -320,7 +350,7 @@ def rational_quadratic_spline(
         min_bin_height: smallest bin height as a fraction of ``2 bound``, ``<= 1/K``.
         min_derivative: smallest interior derivative, in ``(0, 1)``.
         slope_bound: if given, ``B > 1``: the raw parameters are softly bounded first
-            (:func:`bounded_spline_parameters`), the interior derivatives are
+            (:func:`bounded_spline_knots`), the interior derivatives are
             ``exp(log-derivative)`` in ``(1/B, B)`` and every bin's mean slope stays within
             ``[1/B, B]`` whatever the raw values (the interpolant inside a bin can be flatter,
             down to about ``1e-3`` at ``B = 20`` for adversarial raw values), which keeps deep
@@ -361,13 +391,19 @@ def rational_quadratic_spline(
 
     if slope_bound is None:
         inner_d = knot_derivatives(derivatives, min_derivative)
+        knot_x = bin_knots(widths, -bound, bound, min_bin_width)
+        knot_y = bin_knots(heights, -bound, bound, min_bin_height)
     else:
-        widths, heights, log_d = bounded_spline_parameters(
-            widths, heights, derivatives, slope_bound
+        knot_x, knot_y, inner_d = bounded_spline_knots(
+            widths,
+            heights,
+            derivatives,
+            low=-bound,
+            high=bound,
+            slope_bound=slope_bound,
+            min_bin_width=min_bin_width,
+            min_bin_height=min_bin_height,
         )
-        inner_d = torch.exp(log_d)
-    knot_x = bin_knots(widths, -bound, bound, min_bin_width)
-    knot_y = bin_knots(heights, -bound, bound, min_bin_height)
     one = inner_d.new_ones(*inner_d.shape[:-1], 1)
     knot_d = torch.cat([one, inner_d, one], dim=-1)
 
@@ -398,7 +434,7 @@ def interval_rational_quadratic_spline(
     The end knots are ``(low, low)`` and ``(high, high)``; all ``K + 1`` knot derivatives are
     free (the ends too, so the density may vanish or peak at the boundary), each in
     ``(1/B, B)``, and the raw parameters are softly bounded by
-    :func:`bounded_spline_parameters`, so every knot derivative and bin slope lies within
+    :func:`bounded_spline_knots`, so every knot derivative and bin slope lies within
     ``[1/B, B]`` whatever the conditioner outputs. All-zero raw parameters give the
     identity. Used for bond angles in ``(0, pi)`` and any other bounded coordinate.
 
@@ -442,9 +478,14 @@ def interval_rational_quadratic_spline(
         raise InvalidInput(
             f"interval_rational_quadratic_spline: expected finite low < high, got {low}, {high}"
         )
-    widths, heights, log_d = bounded_spline_parameters(widths, heights, derivatives, slope_bound)
-    knot_x = bin_knots(widths, low, high, min_bin_width)
-    knot_y = bin_knots(heights, low, high, min_bin_height)
-    return rational_quadratic_spline_from_knots(
-        x, knot_x, knot_y, torch.exp(log_d), inverse=inverse
+    knot_x, knot_y, knot_d = bounded_spline_knots(
+        widths,
+        heights,
+        derivatives,
+        low=low,
+        high=high,
+        slope_bound=slope_bound,
+        min_bin_width=min_bin_width,
+        min_bin_height=min_bin_height,
     )
+    return rational_quadratic_spline_from_knots(x, knot_x, knot_y, knot_d, inverse=inverse)
