@@ -193,6 +193,7 @@ def build_flow(
     actnorm: bool = False,
     permute: str | None = None,
     seed: int = 0,
+    base: Distribution | None = None,
     who: str = "build_flow",
     **map_options: Any,
 ) -> Flow:
@@ -223,6 +224,8 @@ def build_flow(
         permute: ``"random"``, ``"reverse"`` or ``"none"`` (default: ``"random"`` for
             couplings, ``"reverse"`` for autoregressive blocks).
         seed: seed of random permutations and orders.
+        base: the base distribution on ``space`` (default :func:`default_base`; a space
+            without a default, e.g. a half-line or a new non-compact space, needs one).
         who: name used in error messages (presets pass their own).
         **map_options: options of the element-wise maps (``bins``, ``bound``, ...).
 
@@ -271,7 +274,7 @@ def build_flow(
         chain = stack(d, block, layers, permute=permute, actnorm=actnorm, seed=seed)
     else:
         chain = stack(d, block, layers, permute="none", actnorm=actnorm)
-    return Flow(default_base(space), chain)
+    return Flow(default_base(space) if base is None else base, chain)
 
 
 def RealNVP(

@@ -30,8 +30,7 @@ from manifoldflows.transforms import (
     MoebiusCircle,
     NonCompactProjection,
 )
-from manifoldflows.transforms.circular import make_circle_map
-from manifoldflows.transforms.maps import CircularSplineMap, MoebiusMap, NonCompactMap
+from manifoldflows.transforms.maps import CircularSplineMap, MoebiusMap, NonCompactMap, make_map
 
 PI = math.pi
 F64 = torch.float64
@@ -485,7 +484,7 @@ def test_bad_constructor_arguments_are_refused():
     with pytest.raises(ValueError, match="mask"):
         Coupling(Torus(3), mask=[True, True, True])
     with pytest.raises(ValueError, match="no element-wise map .nope. for angle"):
-        make_circle_map("nope")
+        make_map("nope", Torus(1).coordinates[0])
     with pytest.raises(ValueError, match="MoebiusMap"):
         MoebiusMap(0)
     with pytest.raises(ValueError, match="MoebiusMap"):

@@ -146,3 +146,18 @@ def test_bad_product_layers_are_refused_with_clear_errors():
         NSF(MOLECULE_LIKE, actnorm=True)
     with pytest.raises(InvalidInput, match="Coupling.forward: expected points of Interval"):
         Coupling(MOLECULE_LIKE)(torch.full((1, 9), 4.0))  # 4 is outside [0, pi]
+
+
+def test_build_flow_takes_a_base_of_the_users_choice():
+    from manifoldflows.distributions import DiagNormal
+
+    base = DiagNormal(3, loc=1.0, scale=2.0)
+    flow = build_flow(3, "affine", layers=2, hidden=(8,), base=base)
+    assert flow.base is base
+    with pytest.raises(ValueError, match="Flow: base distribution"):
+        build_flow(Torus(3), "spline", layers=1, base=base)
+
+
+def test_map_errors_name_the_layer():
+    with pytest.raises(ValueError, match="Coupling: IntervalSplineMap: expected a finite interval"):
+        Coupling(Product(Euclidean(1), Interval(0.0, math.inf, 1)), "spline")

@@ -113,7 +113,13 @@ class Space:
 
     def embed(self, x: Tensor) -> Tensor:
         """Conditioner features of points ``x``: identity on ``R^d``, ``(cos, sin)`` of angles,
-        intervals rescaled to ``[-1, 1]``, the point itself on spheres; products concatenate.
+        intervals rescaled to ``[-1, 1]``, the point itself on spheres.
+
+        The features follow from :attr:`coordinates` alone (the non-angle coordinates first,
+        then a ``(cos, sin)`` pair per angle; see
+        :class:`~manifoldflows.nn.embedding.CoordinateEmbedding`), and the layers build the same
+        embedding from them: a new space changes what conditioners read through the kinds of
+        its coordinates, not by overriding this method.
 
         Example:
             >>> from manifoldflows.spaces import Euclidean, Product, Torus

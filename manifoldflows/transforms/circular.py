@@ -16,12 +16,10 @@ from typing import Any
 from .._checks import positive_int
 from ..spaces import Torus
 from ..spaces.base import Coordinate
-from .maps.base import ElementwiseMap, make_map
 from .maps.circle import CircularSplineMap, MoebiusMap, NonCompactMap, ShiftMap
 from .pointwise import Elementwise
 
 __all__ = [
-    "make_circle_map",
     "MoebiusCircle",
     "CircularSpline",
     "CircularShift",
@@ -29,19 +27,6 @@ __all__ = [
 ]
 
 ANGLE = Coordinate("angle", -math.pi, math.pi)
-
-
-def make_circle_map(kind: str | ElementwiseMap, **options: Any) -> ElementwiseMap:
-    """The circle map ``kind`` (``"spline"``, ``"moebius"``, ``"shift"``, ``"noncompact"``):
-    :func:`~manifoldflows.transforms.maps.make_map` for an angle coordinate.
-
-    Example:
-        >>> make_circle_map("spline", bins=4).params_per_dim  # 3 * 4 + rotation
-        13
-    """
-    if isinstance(kind, ElementwiseMap) and options:
-        raise ValueError(f"make_circle_map: options {sorted(options)} given with a map object")
-    return make_map(kind, ANGLE, **options)
 
 
 def _torus(dim: int, who: str) -> Torus:

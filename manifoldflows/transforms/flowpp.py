@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._checks import positive_int as _positive_int
+from ..spaces import Space
 from .coupling import Coupling
 from .maps.real import LogisticMixtureMap
 
@@ -56,7 +57,7 @@ class LogisticMixtureCoupling(Coupling):
 
     def __init__(
         self,
-        dim: int,
+        space: Space | int,
         *,
         components: int = 8,
         analytic: str = "inverse",
@@ -68,4 +69,4 @@ class LogisticMixtureCoupling(Coupling):
         if analytic not in ("inverse", "forward"):
             raise ValueError(f"{who}: analytic must be 'inverse' or 'forward', got {analytic!r}")
         monotone_map = LogisticMixtureMap(components, analytic=analytic, iterations=iterations)
-        super().__init__(dim, monotone_map, **options)
+        super().__init__(space, monotone_map, **options)

@@ -59,7 +59,10 @@ class MapGroups(nn.Module):
             keys.setdefault(c, []).append(i)
         kinds = {c for c in (space_coordinates or coordinates) if c.kind != "embedded"}
         check_options(who, [spec] * len(kinds), list(kinds), options)
-        self.maps: list[ElementwiseMap] = [make_map(spec, c, **options) for c in keys]
+        try:
+            self.maps: list[ElementwiseMap] = [make_map(spec, c, **options) for c in keys]
+        except ValueError as err:
+            raise type(err)(f"{who}: {err}") from None
         positions = list(keys.values())
         self.sizes = [len(p) for p in positions]
         for g, p in enumerate(positions):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .._checks import positive_int as _positive_int
+from ..spaces import Space
 from .autoregressive import MODES, MaskedAutoregressive
 from .maps.real import DeepSigmoidalMap
 
@@ -40,7 +41,7 @@ class NeuralAutoregressive(MaskedAutoregressive):
     closed form (``"inverse"`` or ``"forward"``).
 
     Arguments:
-        dim: dimension ``d``.
+        space: the space (an integer ``d`` means ``Euclidean(d)``; real coordinates only).
         sigmoid_units: ``H``, sigmoid units per DSF layer.
         sigmoid_layers: number of composed DSF layers.
         mode: ``"maf"`` or ``"iaf"``.
@@ -64,7 +65,7 @@ class NeuralAutoregressive(MaskedAutoregressive):
 
     def __init__(
         self,
-        dim: int,
+        space: Space | int,
         *,
         sigmoid_units: int = 8,
         sigmoid_layers: int = 1,
@@ -76,7 +77,6 @@ class NeuralAutoregressive(MaskedAutoregressive):
         iterations: int | None = None,
     ):
         who = type(self).__name__
-        _positive_int(dim, "dimension dim", who)
         _positive_int(sigmoid_units, "number of sigmoid units", who)
         _positive_int(sigmoid_layers, "number of sigmoid layers", who)
         if mode not in MODES:
@@ -89,7 +89,7 @@ class NeuralAutoregressive(MaskedAutoregressive):
             sigmoid_units, sigmoid_layers, analytic=analytic, iterations=iterations
         )
         super().__init__(
-            dim,
+            space,
             monotone_map,
             mode=mode,
             context_dim=context_dim,
