@@ -161,3 +161,28 @@ def test_build_flow_takes_a_base_of_the_users_choice():
 def test_map_errors_name_the_layer():
     with pytest.raises(ValueError, match="Coupling: IntervalSplineMap: expected a finite interval"):
         Coupling(Product(Euclidean(1), Interval(0.0, math.inf, 1)), "spline")
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_product_distribution_passes_the_checker(dtype):
+    from manifoldflows.distributions import DiagNormal, VonMises
+    from manifoldflows.testing import check_distribution
+
+    plain = ProductDistribution(
+        [StandardNormal(2), Uniform(Interval(0.0, math.pi, 1)), VonMises(Torus(2))]
+    )
+    check_distribution(plain, dtype=dtype)
+    conditional = ProductDistribution([DiagNormal(2, context_dim=3), Uniform(Torus(1))])
+    check_distribution(conditional, dtype=dtype, context=torch.randn(4, 3))
+    with pytest.raises(ValueError, match="different context sizes"):
+        ProductDistribution([DiagNormal(1, context_dim=2), DiagNormal(1, context_dim=3)])
+
+
+def test_product_distribution_density_is_the_sum_of_its_factors():
+    from manifoldflows.distributions import VonMises
+
+    factors = [StandardNormal(2), VonMises(Torus(1))]
+    product = ProductDistribution(factors)
+    x = product.sample((6,), generator=torch.Generator().manual_seed(5))
+    expected = factors[0].log_prob(x[..., :2]) + factors[1].log_prob(x[..., 2:])
+    torch.testing.assert_close(product.log_prob(x), expected)
