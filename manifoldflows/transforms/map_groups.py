@@ -35,8 +35,8 @@ class MapGroups(nn.Module):
 
     Attributes:
         maps: one :class:`~manifoldflows.transforms.maps.ElementwiseMap` per group.
-        layout: parameter layout of all groups, names ``"<group>_<name>"`` with shapes
-            ``(n_group, *shape)``.
+        layout: parameter layout of all groups, names ``"<group>_<name>"`` (the maps' own names
+            with a single group) with shapes ``(n_group, *shape)``.
     """
 
     def __init__(
@@ -77,7 +77,7 @@ class MapGroups(nn.Module):
                 self.group_of[i], self.index_in_group[i] = g, j
         self.layout = ParameterLayout(
             {
-                f"{g}_{name}": (n, *shape)
+                self._name(g, name): (n, *shape)
                 for g, (m, n) in enumerate(zip(self.maps, self.sizes))
                 for name, shape in m.shapes.items()
             }
@@ -99,7 +99,13 @@ class MapGroups(nn.Module):
                 rows += [i for i in ids for _ in range(size)]
         return torch.tensor(rows, dtype=torch.long)
 
-    def _group_params(self, params: Mapping[str, Tensor], g: int) -> dict[str, Tensor]:
+    def _name(self, g: int, name: str) -> str:
+        """Layout name of parameter ``name`` of group ``g`` (plain with a single group)."""
+        return name if self._single else f"{g}_{name}"
+
+    def _group_params(self, params: Mapping[str, Tensor], g: int) -> Mapping[str, Tensor]:
+        if self._single:
+            return params
         prefix = f"{g}_"
         return {k[len(prefix) :]: v for k, v in params.items() if k.startswith(prefix)}
 
