@@ -262,3 +262,43 @@ class _ScaledByContext(DiagNormal):
 
     def _rsample(self, shape, context, generator):
         return self._sample_and_log_prob(shape, context, generator)[0]
+
+
+def test_ais_evaluates_each_point_once_and_matches_re_evaluation(monkeypatch):
+    """The level energies at the current points come from kept parts (log q, u): one energy
+    per proposal, and the same log weights as re-evaluating the points at every level."""
+    from manifoldflows.stochastic import base
+
+    flow = TorusNSF(2, layers=2, hidden=(16,)).double()
+    perturb = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=perturb, dtype=p.dtype))
+    calls = []
+
+    def energy(x):
+        calls.append(x.shape[0])
+        return 2.0 * (1.0 - torch.cos(x)).sum(-1)
+
+    n, levels, steps = 300, 5, 2
+
+    def run():
+        calls.clear()
+        out = annealed_importance_sampling(
+            flow, energy, n, n_steps=levels, mcmc_steps=steps, progress=False,
+            generator=torch.Generator().manual_seed(7),
+        )  # fmt: skip
+        return out, sum(calls)
+
+    kept, evaluations = run()
+    assert evaluations == n * (1 + levels * steps)
+    original = base.StochasticTransform.run
+
+    def re_evaluate(self, x, generator=None, *, start=None, on_step=None):
+        return original(self, x, generator, start=None, on_step=on_step)
+
+    monkeypatch.setattr(base.StochasticTransform, "run", re_evaluate)
+    fresh, more = run()
+    assert more == n * (1 + levels * (1 + steps))
+    torch.testing.assert_close(kept.log_w, fresh.log_w, rtol=0, atol=1e-10)
+    torch.testing.assert_close(kept.x, fresh.x, rtol=0, atol=0)

@@ -46,12 +46,30 @@ class _AnnealedPath:
         self.target = energy_fn(target)
         self.context = context
         self.beta = 0.0
+        # (log q, u) of the last points evaluated and of the chain's current points
+        self.last: tuple[Tensor | None, Tensor] | None = None
+        self.current: tuple[Tensor | None, Tensor] | None = None
 
     def energy(self, x: Tensor) -> Tensor:
         u = self.target(x, self.context)
         if self.beta == 1.0:
+            self.last = (None, u)
             return u
-        return -(1.0 - self.beta) * self.flow.log_prob(x, self.context) + self.beta * u
+        log_q = self.flow.log_prob(x, self.context)
+        self.last = (log_q, u)
+        return self.combine(log_q, u)
+
+    def combine(self, log_q: Tensor | None, u: Tensor) -> Tensor:
+        """The level's energy from the two parts."""
+        if self.beta == 1.0 or log_q is None:
+            return u
+        return -(1.0 - self.beta) * log_q + self.beta * u
+
+    def follow(self, accept: Tensor) -> None:
+        """Keep :attr:`current` in step with the chain: accepted points take the proposal's."""
+        (lq, u), (lq_y, u_y) = self.current, self.last
+        lq_new = None if lq is None or lq_y is None else torch.where(accept, lq_y, lq)
+        self.current = (lq_new, torch.where(accept, u_y, u))
 
 
 def _betas(n_steps: int, betas: Sequence[float] | Tensor | None, who: str) -> list[float]:
@@ -141,9 +159,11 @@ def annealed_importance_sampling(
       ``R^d`` and tori.
 
     Each energy evaluation costs one flow density (an inverse pass) and one target energy per
-    particle (with gradients for MALA and HMC); every level evaluates the energy once at the
-    current point and once per proposal. The flow must have ``log_prob`` (stochastic flows are
-    refused). No gradient flows to the flow's parameters.
+    particle (with gradients for MALA and HMC); every level evaluates the energy once per
+    proposal, and the level's energy at the current points comes from the parts (``log q`` and
+    ``u``) kept from earlier evaluations, so no point is evaluated twice (MALA and HMC also
+    evaluate the current points once per level, for the gradient). The flow must have
+    ``log_prob`` (stochastic flows are refused). No gradient flows to the flow's parameters.
 
     Arguments:
         flow: the initial distribution, with ``sample_and_log_prob`` and ``log_prob``.
@@ -266,11 +286,16 @@ def _anneal(
         ell, bad = handle_nonfinite(-u - log_q, nonfinite, who)
         layer.to(dtype=x.dtype, device=x.device)
         u_prev = -log_q  # energy of level 0 at the starting points
+        path.current = (log_q, u)  # the parts of every later level's energy at these points
         log_w = torch.zeros_like(ell)
         rates = torch.zeros(len(schedule) - 1, dtype=torch.float64)
         for k in range(1, len(schedule)):
             path.beta = schedule[k]
-            x, u_start, u_end, _, accepted = layer.run(x, generator)
+            # the level's energy at the current points, from parts already computed
+            known = None if layer.needs_grad else (path.combine(*path.current), None)
+            x, u_start, u_end, _, accepted = layer.run(
+                x, generator, start=known, on_step=path.follow
+            )
             log_w = log_w + (u_prev - u_start)
             u_prev = u_end
             rates[k - 1] = float(accepted.mean())

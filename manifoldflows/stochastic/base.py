@@ -21,6 +21,7 @@ References:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -253,7 +254,12 @@ class StochasticTransform(Transform):
         raise NotImplementedError(f"{self.name} does not implement _step")
 
     def run(
-        self, x: Tensor, generator: torch.Generator | None = None
+        self,
+        x: Tensor,
+        generator: torch.Generator | None = None,
+        *,
+        start: tuple[Tensor, Tensor | None] | None = None,
+        on_step: Callable[[Tensor], None] | None = None,
     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
         r"""Apply the kernel ``steps`` times and report energies and acceptance.
 
@@ -265,13 +271,24 @@ class StochasticTransform(Transform):
             x: points of the layer's space ``(*batch, *event_shape)``.
             generator: optional random generator for the proposals and decisions (else the
                 global generator, as in :meth:`forward`).
+            start: ``(u(x), grad u(x) or None)`` when the caller already knows them; the
+                energy is then not evaluated at ``x`` (the gradient is needed by gradient-based
+                kernels, ``needs_grad``).
+            on_step: called after every kernel application with the boolean mask of accepted
+                moves. Every kernel evaluates its energy at the proposal last, so an energy
+                that records what it computed can keep per-point values in step with the
+                points (annealed importance sampling keeps ``log q`` and the target energy
+                this way and never evaluates a point twice).
 
         Returns:
             ``(y, u(x), u(y), delta_s, acceptance)``: the end points, the energies at the start
             and end points, the summed path weight (as :meth:`forward`) and the fraction of
             accepted moves per point (1 for unadjusted kernels), each with the batch shape.
         """
-        u, g = self._evaluate(x)
+        if start is None or (self.needs_grad and start[1] is None):
+            u, g = self._evaluate(x)
+        else:
+            u, g = start
         u_start = u
         total = torch.zeros_like(u)
         accepted = torch.zeros_like(u)
@@ -279,6 +296,8 @@ class StochasticTransform(Transform):
             x, u, g, delta, accept = self._step(x, u, g, generator)
             total = total + delta
             accepted = accepted + accept.to(u.dtype)
+            if on_step is not None:
+                on_step(accept)
         return x, u_start, u, total, accepted / self.steps
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
