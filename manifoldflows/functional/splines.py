@@ -271,12 +271,14 @@ def rational_quadratic_spline_from_knots(
             f"(..., K + 1) with K >= 1, got {tuple(knot_x.shape)}, {tuple(knot_y.shape)}, "
             f"{tuple(knot_d.shape)}"
         )
-    batch = torch.broadcast_shapes(x.shape, knot_x.shape[:-1], knot_y.shape[:-1], knot_d.shape[:-1])
-    n = knot_x.shape[-1]
-    x = x.expand(batch)
-    knot_x = knot_x.expand(*batch, n)
-    knot_y = knot_y.expand(*batch, n)
-    knot_d = knot_d.expand(*batch, n)
+    shapes = (x.shape, knot_x.shape[:-1], knot_y.shape[:-1], knot_d.shape[:-1])
+    if not shapes[0] == shapes[1] == shapes[2] == shapes[3]:  # (broadcast_shapes is slow)
+        batch = torch.broadcast_shapes(*shapes)
+        n = knot_x.shape[-1]
+        x = x.expand(batch)
+        knot_x = knot_x.expand(*batch, n)
+        knot_y = knot_y.expand(*batch, n)
+        knot_d = knot_d.expand(*batch, n)
 
     # Bin search against the interior knots only: the index is in [0, K - 1] for every input
     # (NaN included), and a point exactly at knot j lands in bin j with xi = 0.
