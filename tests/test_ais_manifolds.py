@@ -61,12 +61,18 @@ def test_ais_on_the_torus_recovers_the_exact_log_z(transition, step):
     assert all(p.grad is None for p in flow.parameters())
 
 
-def test_ais_on_the_sphere_recovers_the_exact_log_z():
+@pytest.mark.parametrize(
+    "transition, step",
+    [("mh", 0.3), ("hmc", 0.2), ("langevin", 0.02)],
+    ids=["mh", "geodesic-hmc", "geodesic-mala"],
+)
+def test_ais_on_the_sphere_recovers_the_exact_log_z(transition, step):
     target = SphereMixture()  # the paper's kappa = 10: plain IS from uniform struggles
     base = Uniform(Sphere(2)).to(DT)
     s = annealed_importance_sampling(
-        base, target, 2000, 20, transition="mh", step_size=0.3, mcmc_steps=2, generator=gen(2)
-    )
+        base, target, 2000, 20, transition=transition, step_size=step, mcmc_steps=2,
+        generator=gen(2),
+    )  # fmt: skip
     assert bool(Sphere(2).contains(s.x).all())
     est = s.log_partition()
     assert within(est, target.log_Z), (str(est), target.log_Z)
@@ -85,10 +91,9 @@ def test_ais_float32_and_reproducible_with_a_generator():
     assert within(a.log_partition(), target.log_Z, z=5.0)
 
 
-def test_ais_transition_not_offered_on_a_space_names_it():
-    base = Uniform(Sphere(2))
-    with pytest.raises(InvalidInput, match="'langevin' cannot run on .*Sphere"):
-        annealed_importance_sampling(base, SphereMixture(), 10, 2, transition="langevin")
+def test_unadjusted_langevin_on_the_sphere_is_refused_naming_it():
+    with pytest.raises(ValueError, match="OverdampedLangevin: the unadjusted kernel .*Sphere"):
+        OverdampedLangevin(Sphere(2), lambda x: x[..., 0], metropolis=False)
 
 
 # ----------------------------------------------------------------------------- stochastic layers
@@ -302,3 +307,26 @@ def test_ais_evaluates_each_point_once_and_matches_re_evaluation(monkeypatch):
     assert more == n * (1 + levels * (1 + steps))
     torch.testing.assert_close(kept.log_w, fresh.log_w, rtol=0, atol=1e-10)
     torch.testing.assert_close(kept.x, fresh.x, rtol=0, atol=0)
+
+
+def test_geodesic_hmc_leaves_a_von_mises_fisher_target_invariant():
+    """Started from exact vMF samples, HMC on S^2 keeps them vMF: mean resultant length and
+    the direction of the mean are those of the target, and every point stays on the sphere."""
+    from manifoldflows.distributions import VonMisesFisher
+    from manifoldflows.stochastic import HMC
+
+    kappa = 4.0
+    target = VonMisesFisher(Sphere(2), torch.tensor([0.0, 0.0, 1.0]), kappa).to(DT)
+    layer = HMC(Sphere(2), lambda x: -target.log_prob(x), steps=20, leapfrog_steps=4,
+                step_size=0.3).to(DT)  # fmt: skip
+    x = target.sample((4000,), generator=gen(8))
+    with torch.no_grad():
+        y, _, _, _, accepted = layer.run(x, gen(9))
+    assert bool(Sphere(2).contains(y).all())
+    assert 0.3 < float(accepted.mean()) < 1.0  # it moves
+    expected = 1.0 / math.tanh(kappa) - 1.0 / kappa  # E<mu, x> for the vMF on S^2
+    z = y[..., 2]
+    assert abs(float(z.mean()) - expected) < 4 * float(z.std()) / math.sqrt(4000)
+    assert float((y[..., :2].mean(0)).abs().max()) < 4 / math.sqrt(4000)
+    # the chain really moved the points
+    assert float((y - x).norm(dim=-1).mean()) > 0.3

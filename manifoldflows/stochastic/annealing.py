@@ -108,8 +108,7 @@ def _layer(
         return HMC(space, path, mcmc_steps, leapfrog, step, learnable=False)
     except ValueError as err:
         raise InvalidInput(
-            f"{who}: transition {transition!r} cannot run on the flow's space {space!r} "
-            f"({err}); transition='mh' works on R^d, tori and spheres"
+            f"{who}: transition {transition!r} cannot run on the flow's space {space!r} ({err})"
         ) from None
 
 
@@ -154,9 +153,9 @@ def annealed_importance_sampling(
     * ``"mh"``: :class:`MetropolisHastings`, random walk of scale ``step_size`` on ``R^d``,
       wrapped on tori, geodesic (through the exponential map) on spheres;
     * ``"langevin"``: :class:`OverdampedLangevin` with ``metropolis=True`` (MALA), time step
-      ``step_size``, on ``R^d`` and tori;
+      ``step_size``, on ``R^d``, tori and spheres (geodesic);
     * ``"hmc"``: :class:`HMC` with ``leapfrog_steps`` leapfrog steps of size ``step_size``, on
-      ``R^d`` and tori.
+      ``R^d``, tori and spheres (geodesic leapfrog, Byrne & Girolami 2013, arXiv:1304.1920).
 
     Each energy evaluation costs one flow density (an inverse pass) and one target energy per
     particle (with gradients for MALA and HMC); every level evaluates the energy once per

@@ -2,14 +2,17 @@ r"""Hamiltonian Monte Carlo layers on ``R^d`` and the torus."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
-from ..spaces import Euclidean, Space, Torus
+from ..functional import sphere as sphere_geometry
+from ..spaces import Euclidean, Space, Sphere, Torus
 from ..targets import Target
 from .base import StochasticTransform, metropolis_accept, randn_like
 
-__all__ = ["HMC"]
+__all__ = ["HMC", "geodesic_hmc_step"]
 
 
 class HMC(StochasticTransform):
@@ -47,7 +50,8 @@ class HMC(StochasticTransform):
     ignored. Cost: ``steps * leapfrog_steps + 1`` energy and gradient evaluations per call.
 
     Arguments:
-        space: ``Euclidean(d)``, ``Torus(n)`` or a dimension ``d``.
+        space: ``Euclidean(d)``, ``Torus(n)``, ``Sphere(n)`` (geodesic leapfrog, scalar step)
+            or a dimension ``d``.
         energy: the target, a callable ``x -> u(x)`` (reduced energy, batch shape) or an object
             with ``.energy(x)``; differentiable (and periodic on the torus).
         steps: number of HMC steps (momentum refreshes) per call.
@@ -75,7 +79,7 @@ class HMC(StochasticTransform):
     """
 
     needs_grad = True
-    spaces = (Euclidean, Torus)
+    spaces = (Euclidean, Torus, Sphere)
 
     def __init__(
         self,
@@ -96,7 +100,8 @@ class HMC(StochasticTransform):
                 f"HMC: expected a positive integer number of leapfrog steps, got {leapfrog_steps!r}"
             )
         self.leapfrog_steps = leapfrog_steps
-        self._register_positive("step", step_size, learnable)
+        sphere = isinstance(self.domain, Sphere)
+        self._register_positive("step", step_size, learnable, per_dim=not sphere)
 
     @property
     def step_size(self) -> Tensor:
@@ -113,6 +118,8 @@ class HMC(StochasticTransform):
     def _step(
         self, x: Tensor, u: Tensor, g: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
+        if isinstance(self.domain, Sphere):
+            return self._geodesic_step(x, u, g, generator)
         eps = self.step_size
         p = randn_like(x, generator)
         h0 = u + 0.5 * (p * p).sum(-1)
@@ -134,3 +141,64 @@ class HMC(StochasticTransform):
             torch.where(accept, u_y - u, torch.zeros_like(u)),
             accept,
         )
+
+    def _geodesic_step(
+        self, x: Tensor, u: Tensor, g: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
+        return geodesic_hmc_step(
+            self.energy_and_grad, x, u, g, self.step_size, self.leapfrog_steps, generator
+        )
+
+
+def geodesic_hmc_step(
+    energy_and_grad: Callable[[Tensor], tuple[Tensor, Tensor]],
+    x: Tensor,
+    u: Tensor,
+    g: Tensor,
+    eps: Tensor,
+    leapfrog_steps: int,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One geodesic HMC step on the sphere (Byrne & Girolami 2013, arXiv:1304.1920).
+
+    The momentum lives in the tangent space; kicks use the tangential part of the gradient,
+    and the drift follows the great circle exactly (position and momentum rotate in the plane
+    they span). The integrator is reversible and preserves the volume of the tangent bundle,
+    so the accept/reject step makes the kernel exact for ``exp(-u)`` w.r.t. the surface
+    measure, as in the flat case; the path weight of an accepted move is ``u(y) - u(x)``. With
+    one leapfrog step of size ``sqrt(2 tau)`` it is the Metropolis-adjusted Langevin kernel of
+    step ``tau`` on the sphere.
+
+    Returns:
+        ``(y, u(y), grad u(y), delta_s, accepted)`` like the layers' ``_step``.
+    """
+    p = sphere_geometry.proju(x, randn_like(x, generator))
+    h0 = u + 0.5 * (p * p).sum(-1)
+    y, u_y, g_y = x, u, g
+    p = p - 0.5 * eps * sphere_geometry.proju(y, g_y)
+    for i in range(leapfrog_steps):
+        y, p = _great_circle(y, p, eps)
+        u_y, g_y = energy_and_grad(y)
+        if i < leapfrog_steps - 1:
+            p = p - eps * sphere_geometry.proju(y, g_y)
+    p = p - 0.5 * eps * sphere_geometry.proju(y, g_y)
+    h1 = u_y + 0.5 * (p * p).sum(-1)
+    accept = metropolis_accept(h0 - h1, generator)
+    keep = accept[..., None]
+    return (
+        torch.where(keep, y, x),
+        torch.where(accept, u_y, u),
+        torch.where(keep, g_y, g),
+        torch.where(accept, u_y - u, torch.zeros_like(u)),
+        accept,
+    )
+
+
+def _great_circle(x: Tensor, p: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """Move ``(x, p)`` for time ``t`` along the great circle: ``x`` and ``p / |p|`` rotate by
+    the angle ``|p| t`` in the plane they span (the momentum keeps its length)."""
+    speed = sphere_geometry.safe_norm(p)[..., None]
+    angle = speed * t
+    y = torch.cos(angle) * x + t * sphere_geometry.sinc(angle) * p
+    q = torch.cos(angle) * p - torch.sin(angle) * speed * x
+    return sphere_geometry.projx(y), q

@@ -7,9 +7,10 @@ import math
 import torch
 from torch import Tensor
 
-from ..spaces import Euclidean, Space, Torus
+from ..spaces import Euclidean, Space, Sphere, Torus
 from ..targets import Target
 from .base import StochasticTransform, metropolis_accept, randn_like
+from .hmc import geodesic_hmc_step
 
 __all__ = ["OverdampedLangevin"]
 
@@ -72,7 +73,8 @@ class OverdampedLangevin(StochasticTransform):
     :class:`~manifoldflows.stochastic.base.StochasticTransform`). Contexts are ignored.
 
     Arguments:
-        space: ``Euclidean(d)``, ``Torus(n)`` or the dimension ``d``.
+        space: ``Euclidean(d)``, ``Torus(n)``, ``Sphere(n)`` (Metropolis-adjusted only: one
+            geodesic leapfrog step of size ``sqrt(2 eps)``) or the dimension ``d``.
         energy: the target, a callable ``x -> u(x)`` (reduced energy, batch shape) or an object
             with ``.energy(x)``; it must be differentiable.
         steps: number of Langevin steps per call.
@@ -97,7 +99,7 @@ class OverdampedLangevin(StochasticTransform):
     """
 
     needs_grad = True
-    spaces = (Euclidean, Torus)
+    spaces = (Euclidean, Torus, Sphere)
 
     def __init__(
         self,
@@ -110,7 +112,13 @@ class OverdampedLangevin(StochasticTransform):
     ):
         super().__init__(space, energy, steps)
         self.metropolis = bool(metropolis)
-        self._register_positive("step", step_size, learnable)
+        sphere = isinstance(self.domain, Sphere)
+        if sphere and not self.metropolis:
+            raise ValueError(
+                "OverdampedLangevin: the unadjusted kernel has no exact path weight on "
+                f"{self.domain!r}; use metropolis=True (geodesic MALA)"
+            )
+        self._register_positive("step", step_size, learnable, per_dim=not sphere)
 
     @property
     def step_size(self) -> Tensor:
@@ -124,6 +132,9 @@ class OverdampedLangevin(StochasticTransform):
     def _step(
         self, x: Tensor, u: Tensor, g: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
+        if isinstance(self.domain, Sphere):  # MALA = one geodesic leapfrog of sqrt(2 eps)
+            h = torch.sqrt(2.0 * self.step_size)
+            return geodesic_hmc_step(self.energy_and_grad, x, u, g, h, 1, generator)
         eps = self.step_size
         noise = randn_like(x, generator)
         y = x - eps * g + torch.sqrt(2.0 * eps) * noise

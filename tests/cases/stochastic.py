@@ -70,4 +70,16 @@ CASES = [
         HMC,
         lambda: HMC(Torus(3), torus_energy, steps=2, leapfrog_steps=3, step_size=0.3),
     ),
+    Case(
+        "mala-sphere-geodesic",
+        OverdampedLangevin,
+        lambda: OverdampedLangevin(
+            Sphere(2), sphere_energy, steps=3, step_size=0.05, metropolis=True
+        ),
+    ),
+    Case(
+        "hmc-sphere-geodesic",
+        HMC,
+        lambda: HMC(Sphere(2), sphere_energy, steps=2, leapfrog_steps=3, step_size=0.3),
+    ),
 ]
