@@ -31,22 +31,7 @@ from manifoldflows.training import (
 from manifoldflows.transforms import ActNorm
 from manifoldflows.transforms.normalization import initialize_actnorm
 
-
-def gaussian_data(n, loc, scale, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    loc, scale = torch.as_tensor(loc, dtype=dtype), torch.as_tensor(scale, dtype=dtype)
-    return loc + scale * torch.randn(n, loc.numel(), generator=g, dtype=dtype)
-
-
-def params_of(model):
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def assert_same_params(a, b):
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-
+from .test_training import assert_same_params, gaussian_data, params_of
 
 # ------------------------------------------------------------------ training_step
 

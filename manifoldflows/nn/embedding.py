@@ -9,6 +9,7 @@ Which rule applies is decided by the space (:attr:`manifoldflows.spaces.Space.co
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -80,7 +81,7 @@ class CoordinateEmbedding(nn.Module):
     def _flat_part(self, x: Tensor, centre: Tensor, scale: Tensor) -> Tensor:
         if not self._rescale:
             return x
-        return (x - centre.to(x.dtype)) * scale.to(x.dtype)
+        return (x - centre.to(x)) * scale.to(x)  # dtype and device of the input
 
     def forward(self, x: Tensor) -> Tensor:
         if self._all_flat:
@@ -104,6 +105,12 @@ class CoordinateEmbedding(nn.Module):
         return self._columns[i]
 
 
-def coordinate_embedding(coordinates: Sequence[Coordinate]) -> CoordinateEmbedding:
-    """A :class:`CoordinateEmbedding` of the given coordinates (see ``Space.embed``)."""
+@functools.lru_cache(maxsize=64)
+def _cached_embedding(coordinates: tuple[Coordinate, ...]) -> CoordinateEmbedding:
     return CoordinateEmbedding(coordinates)
+
+
+def coordinate_embedding(coordinates: Sequence[Coordinate]) -> CoordinateEmbedding:
+    """The :class:`CoordinateEmbedding` of the given coordinates (see ``Space.embed``), built
+    once per distinct tuple of coordinates (it holds no learnable state)."""
+    return _cached_embedding(tuple(coordinates))

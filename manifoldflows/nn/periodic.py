@@ -110,12 +110,10 @@ class PeriodicMADE(MADE):
         hidden: Sequence[int] = (64, 64),
         **options: Any,
     ):
-        import math
-
-        from ..spaces.base import Coordinate
+        from ..spaces.circle import ANGLE
         from .embedding import CoordinateEmbedding  # (embedding builds on this module)
 
-        angles = [Coordinate("angle", -math.pi, math.pi)] * dim
+        angles = [ANGLE] * dim
         super().__init__(
             dim, outputs_per_input, hidden, embedding=CoordinateEmbedding(angles), **options
         )

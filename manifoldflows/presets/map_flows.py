@@ -11,7 +11,7 @@ from .._checks import positive_int
 from ..core import Flow
 from ..spaces import Euclidean, Space, Torus
 from ..transforms.coupling import as_space
-from ..transforms.maps import DeepSigmoidalMap
+from ..transforms.maps import DeepSigmoidalMap, spline_options
 from .builders import build_flow
 
 __all__ = ["RealNVP", "NSF", "MAF", "IAF", "NAF", "FlowPP", "TorusNSF", "TorusMoebius"]
@@ -59,12 +59,11 @@ def NSF(
         (torch.Size([3, 2]), torch.Size([3]))
     """
     space = as_space(space, "NSF")
-    if space.ambient_dim < 2 and space == Euclidean(1) and not autoregressive:
+    if space == Euclidean(1) and not autoregressive:
         raise ValueError("NSF: coupling needs features >= 2; use autoregressive=True for 1-D")
-    if any(c.kind == "real" for c in space.coordinates):
-        options["bound"] = bound
+    spline = spline_options(space.coordinates, bins, bound)
     return build_flow(
-        space, "spline", bins=bins, autoregressive=autoregressive, who="NSF", **options
+        space, "spline", autoregressive=autoregressive, who="NSF", **spline, **options
     )
 
 

@@ -11,7 +11,10 @@ from ..errors import InvalidInput
 from ..functional.circle import wrap
 from .base import Coordinate, Space
 
-__all__ = ["Torus", "Circle"]
+__all__ = ["Torus", "Circle", "ANGLE"]
+
+#: The coordinate of every angle: ``[-pi, pi)``, read by conditioners as ``(cos, sin)``.
+ANGLE = Coordinate("angle", -math.pi, math.pi)
 
 
 class Torus(Space):
@@ -68,7 +71,7 @@ class Torus(Space):
 
     @property
     def coordinates(self) -> tuple[Coordinate, ...]:
-        return (Coordinate("angle", -math.pi, math.pi),) * self.n
+        return (ANGLE,) * self.n
 
     # ----------------------------------------------------------------- points
     def tolerance(self, dtype: torch.dtype) -> float:

@@ -33,7 +33,7 @@ from ..functional.autograd import value_and_grad
 from ..spaces import Euclidean, Space
 from ..targets import Target
 
-__all__ = ["StochasticTransform", "AnnealedEnergy", "metropolis_accept"]
+__all__ = ["StochasticTransform", "AnnealedEnergy", "metropolis_accept", "metropolis_move"]
 
 
 def _softplus_inverse(y: Tensor) -> Tensor:
@@ -46,6 +46,31 @@ def randn_like(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     if generator is None:
         return torch.randn_like(x)
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def metropolis_move(
+    accept: Tensor,
+    x: Tensor,
+    y: Tensor,
+    u: Tensor,
+    u_y: Tensor,
+    g: Tensor | None = None,
+    g_y: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
+    """The result of a Metropolis-adjusted step, as the layers' ``_step`` returns it.
+
+    Accepted points move to the proposal ``y`` (with its energy and gradient), rejected ones
+    stay; the path weight of a kernel in detailed balance is ``u(y) - u(x)`` for accepted moves
+    and 0 otherwise. Returns ``(points, energies, gradients or None, delta_s, accept)``.
+    """
+    keep = accept[..., None]
+    return (
+        torch.where(keep, y, x),
+        torch.where(accept, u_y, u),
+        None if g is None else torch.where(keep, g_y, g),
+        torch.where(accept, u_y - u, torch.zeros_like(u)),
+        accept,
+    )
 
 
 def metropolis_accept(log_alpha: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -10,9 +10,9 @@ from torch import Tensor
 from ..functional import sphere as sphere_geometry
 from ..spaces import Euclidean, Space, Sphere, Torus
 from ..targets import Target
-from .base import StochasticTransform, metropolis_accept, randn_like
+from .base import StochasticTransform, metropolis_accept, metropolis_move, randn_like
 
-__all__ = ["HMC", "geodesic_hmc_step"]
+__all__ = ["HMC", "hmc_step"]
 
 
 class HMC(StochasticTransform):
@@ -111,46 +111,23 @@ class HMC(StochasticTransform):
     def extra_repr(self) -> str:
         return f"{self.domain!r}, steps={self.steps}, leapfrog_steps={self.leapfrog_steps}"
 
-    def _drift(self, x: Tensor, dx: Tensor) -> Tensor:
-        y = x + dx
-        return self.domain.projx(y) if isinstance(self.domain, Torus) else y
-
     def _step(
         self, x: Tensor, u: Tensor, g: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
-        if isinstance(self.domain, Sphere):
-            return self._geodesic_step(x, u, g, generator)
-        eps = self.step_size
-        p = randn_like(x, generator)
-        h0 = u + 0.5 * (p * p).sum(-1)
-        y, u_y, g_y = x, u, g
-        p = p - 0.5 * eps * g_y
-        for i in range(self.leapfrog_steps):
-            y = self._drift(y, eps * p)
-            u_y, g_y = self.energy_and_grad(y)
-            if i < self.leapfrog_steps - 1:
-                p = p - eps * g_y
-        p = p - 0.5 * eps * g_y
-        h1 = u_y + 0.5 * (p * p).sum(-1)
-        accept = metropolis_accept(h0 - h1, generator)
-        keep = accept[..., None]
-        return (
-            torch.where(keep, y, x),
-            torch.where(accept, u_y, u),
-            torch.where(keep, g_y, g),
-            torch.where(accept, u_y - u, torch.zeros_like(u)),
-            accept,
-        )
-
-    def _geodesic_step(
-        self, x: Tensor, u: Tensor, g: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
-        return geodesic_hmc_step(
-            self.energy_and_grad, x, u, g, self.step_size, self.leapfrog_steps, generator
+        return hmc_step(
+            self.domain,
+            self.energy_and_grad,
+            x,
+            u,
+            g,
+            self.step_size,
+            self.leapfrog_steps,
+            generator,
         )
 
 
-def geodesic_hmc_step(
+def hmc_step(
+    space: Space,
     energy_and_grad: Callable[[Tensor], tuple[Tensor, Tensor]],
     x: Tensor,
     u: Tensor,
@@ -158,45 +135,46 @@ def geodesic_hmc_step(
     eps: Tensor,
     leapfrog_steps: int,
     generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """One geodesic HMC step on the sphere (Byrne & Girolami 2013, arXiv:1304.1920).
+) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
+    """One HMC step (momentum refresh, ``leapfrog_steps`` leapfrog steps, accept/reject).
 
-    The momentum lives in the tangent space; kicks use the tangential part of the gradient,
-    and the drift follows the great circle exactly (position and momentum rotate in the plane
-    they span). The integrator is reversible and preserves the volume of the tangent bundle,
-    so the accept/reject step makes the kernel exact for ``exp(-u)`` w.r.t. the surface
-    measure, as in the flat case; the path weight of an accepted move is ``u(y) - u(x)``. With
-    one leapfrog step of size ``sqrt(2 tau)`` it is the Metropolis-adjusted Langevin kernel of
-    step ``tau`` on the sphere.
+    On ``R^d`` and tori the drift is ``x + eps p`` (wrapped on tori). On spheres it is the
+    geodesic leapfrog of Byrne & Girolami (2013, arXiv:1304.1920): the momentum lives in the
+    tangent space, kicks use the tangential part of the gradient, and the drift follows the
+    great circle exactly (position and momentum rotate in the plane they span). Either
+    integrator is reversible and volume preserving, so the accept/reject step makes the kernel
+    exact for ``exp(-u)`` w.r.t. the space's volume; the path weight of an accepted move is
+    ``u(y) - u(x)``. With one leapfrog step of size ``sqrt(2 tau)`` it is the
+    Metropolis-adjusted Langevin kernel of step ``tau``.
 
     Returns:
         ``(y, u(y), grad u(y), delta_s, accepted)`` like the layers' ``_step``.
     """
-    p = sphere_geometry.proju(x, randn_like(x, generator))
+    sphere = isinstance(space, Sphere)
+
+    def tangent(point: Tensor, v: Tensor) -> Tensor:
+        return sphere_geometry.proju(point, v) if sphere else v
+
+    p = tangent(x, randn_like(x, generator))
     h0 = u + 0.5 * (p * p).sum(-1)
     y, u_y, g_y = x, u, g
-    p = p - 0.5 * eps * sphere_geometry.proju(y, g_y)
+    p = p - 0.5 * eps * tangent(y, g_y)
     for i in range(leapfrog_steps):
-        y, p = _great_circle(y, p, eps)
+        y, p = _drift(space, y, p, eps)
         u_y, g_y = energy_and_grad(y)
         if i < leapfrog_steps - 1:
-            p = p - eps * sphere_geometry.proju(y, g_y)
-    p = p - 0.5 * eps * sphere_geometry.proju(y, g_y)
+            p = p - eps * tangent(y, g_y)
+    p = p - 0.5 * eps * tangent(y, g_y)
     h1 = u_y + 0.5 * (p * p).sum(-1)
-    accept = metropolis_accept(h0 - h1, generator)
-    keep = accept[..., None]
-    return (
-        torch.where(keep, y, x),
-        torch.where(accept, u_y, u),
-        torch.where(keep, g_y, g),
-        torch.where(accept, u_y - u, torch.zeros_like(u)),
-        accept,
-    )
+    return metropolis_move(metropolis_accept(h0 - h1, generator), x, y, u, u_y, g, g_y)
 
 
-def _great_circle(x: Tensor, p: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    """Move ``(x, p)`` for time ``t`` along the great circle: ``x`` and ``p / |p|`` rotate by
-    the angle ``|p| t`` in the plane they span (the momentum keeps its length)."""
+def _drift(space: Space, x: Tensor, p: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """Free motion for time ``t``: straight (wrapped on tori), or along the great circle."""
+    if not isinstance(space, Sphere):
+        y = x + t * p
+        return (space.projx(y) if isinstance(space, Torus) else y), p
+    # ``x`` and ``p / |p|`` rotate by the angle ``|p| t``; the momentum keeps its length
     speed = sphere_geometry.safe_norm(p)[..., None]
     angle = speed * t
     y = torch.cos(angle) * x + t * sphere_geometry.sinc(angle) * p

@@ -9,8 +9,8 @@ from torch import Tensor
 
 from ..spaces import Euclidean, Space, Sphere, Torus
 from ..targets import Target
-from .base import StochasticTransform, metropolis_accept, randn_like
-from .hmc import geodesic_hmc_step
+from .base import StochasticTransform, metropolis_accept, metropolis_move, randn_like
+from .hmc import hmc_step
 
 __all__ = ["OverdampedLangevin"]
 
@@ -134,7 +134,7 @@ class OverdampedLangevin(StochasticTransform):
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
         if isinstance(self.domain, Sphere):  # MALA = one geodesic leapfrog of sqrt(2 eps)
             h = torch.sqrt(2.0 * self.step_size)
-            return geodesic_hmc_step(self.energy_and_grad, x, u, g, h, 1, generator)
+            return hmc_step(self.domain, self.energy_and_grad, x, u, g, h, 1, generator)
         eps = self.step_size
         noise = randn_like(x, generator)
         y = x - eps * g + torch.sqrt(2.0 * eps) * noise
@@ -152,11 +152,4 @@ class OverdampedLangevin(StochasticTransform):
         if not self.metropolis:
             return y, u_y, g_y, delta, torch.ones_like(u, dtype=torch.bool)
         accept = metropolis_accept(delta - (u_y - u), generator)
-        keep = accept[..., None]
-        return (
-            torch.where(keep, y, x),
-            torch.where(accept, u_y, u),
-            torch.where(keep, g_y, g),
-            torch.where(accept, u_y - u, torch.zeros_like(u)),
-            accept,
-        )
+        return metropolis_move(accept, x, y, u, u_y, g, g_y)

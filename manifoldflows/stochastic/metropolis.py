@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..spaces import Euclidean, Space, Sphere, Torus
 from ..targets import Target
-from .base import StochasticTransform, metropolis_accept, randn_like
+from .base import StochasticTransform, metropolis_accept, metropolis_move, randn_like
 
 __all__ = ["MetropolisHastings"]
 
@@ -121,11 +121,4 @@ class MetropolisHastings(StochasticTransform):
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
         y = self.propose(x, generator)
         u_y = self.energy(y)
-        accept = metropolis_accept(u - u_y, generator)
-        return (
-            torch.where(accept[..., None], y, x),
-            torch.where(accept, u_y, u),
-            None,
-            torch.where(accept, u_y - u, torch.zeros_like(u)),
-            accept,
-        )
+        return metropolis_move(metropolis_accept(u - u_y, generator), x, y, u, u_y)

@@ -19,13 +19,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..core import Transform
 from ..nn.embedding import CoordinateEmbedding
 from ..nn.made import MADE
 from ..spaces import Space
 from .coupling import as_space
-from .map_groups import MapGroups
-from .maps.base import ElementwiseMap, MapSpec
+from .map_groups import MapGroups, MapGroupsLayer
+from .maps.base import MapSpec
+from .maps.real import spline_options
 
 __all__ = [
     "MODES",
@@ -37,7 +37,7 @@ __all__ = [
 MODES = ("maf", "iaf")
 
 
-class MaskedAutoregressive(Transform):
+class MaskedAutoregressive(MapGroupsLayer):
     """Autoregressive layer: ``y_i = tau_i(x_i; theta_i(coordinates before i, context))``.
 
     Arguments:
@@ -100,13 +100,8 @@ class MaskedAutoregressive(Transform):
             embedding=embedding,
         )
 
-    @property
-    def elementwise_map(self) -> ElementwiseMap:
-        """The element-wise map (of the first group, when the coordinates need several)."""
-        return self.groups.maps[0]
-
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, maps=[{self.groups.extra_repr()}], mode={self.mode!r}"
+        return f"{super().extra_repr()}, mode={self.mode!r}"
 
     def _one_pass(self, x: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
         """Parameters from ``x`` itself (the side the MADE reads)."""
@@ -153,6 +148,7 @@ class MaskedSplineAutoregressive(MaskedAutoregressive):
     """
 
     def __init__(self, space: Space | int, *, bins: int = 8, bound: float = 5.0, **options: Any):
-        real = any(c.kind == "real" for c in as_space(space, type(self).__name__).coordinates)
-        extra = {"bound": bound} if real else {}
-        super().__init__(space, "spline", bins=bins, **extra, **options)
+        space = as_space(space, type(self).__name__)
+        super().__init__(
+            space, "spline", **spline_options(space.coordinates, bins, bound), **options
+        )

@@ -10,12 +10,10 @@ tangent basis), so the logdet is ``sum_i log |dy_i/dx_i|``, measured in arc leng
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from .._checks import positive_int
 from ..spaces import Torus
-from ..spaces.base import Coordinate
 from .maps.circle import CircularSplineMap, MoebiusMap, NonCompactMap, ShiftMap
 from .pointwise import Elementwise
 
@@ -25,8 +23,6 @@ __all__ = [
     "CircularShift",
     "NonCompactProjection",
 ]
-
-ANGLE = Coordinate("angle", -math.pi, math.pi)
 
 
 def _torus(dim: int, who: str) -> Torus:

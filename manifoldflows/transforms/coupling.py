@@ -19,13 +19,13 @@ import torch
 from torch import Tensor
 
 from .._checks import positive_int
-from ..core import Transform
 from ..functional.circle import wrap
 from ..nn.conditioner import Conditioner
 from ..nn.embedding import CoordinateEmbedding
 from ..spaces import Euclidean, Space
-from .map_groups import MapGroups
-from .maps.base import ElementwiseMap, MapSpec
+from .map_groups import MapGroups, MapGroupsLayer
+from .maps.base import MapSpec
+from .maps.real import spline_options
 
 __all__ = ["Coupling", "AdditiveCoupling", "AffineCoupling", "SplineCoupling", "as_space"]
 
@@ -72,7 +72,7 @@ def _contiguous(idx: list[int]) -> slice | None:
     return None
 
 
-class Coupling(Transform):
+class Coupling(MapGroupsLayer):
     """Coupling layer on any space with coordinates (``R^d``, intervals, tori, products).
 
     The coordinates where ``mask`` is ``False`` pass through unchanged and, embedded by the
@@ -152,14 +152,6 @@ class Coupling(Transform):
             activation=activation,
         )
 
-    @property
-    def elementwise_map(self) -> ElementwiseMap:
-        """The element-wise map (of the first group, when the coordinates need several)."""
-        return self.groups.maps[0]
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, maps=[{self.groups.extra_repr()}]"
-
     def _pass_through(self, cond: Tensor) -> Tensor:
         if self._wrap == "none":
             return cond
@@ -232,6 +224,7 @@ class SplineCoupling(Coupling):
     """
 
     def __init__(self, space: Space | int, *, bins: int = 8, bound: float = 5.0, **options: Any):
-        real = any(c.kind == "real" for c in as_space(space, "SplineCoupling").coordinates)
-        extra = {"bound": bound} if real else {}
-        super().__init__(space, "spline", bins=bins, **extra, **options)
+        space = as_space(space, "SplineCoupling")
+        super().__init__(
+            space, "spline", **spline_options(space.coordinates, bins, bound), **options
+        )

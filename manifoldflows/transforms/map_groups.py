@@ -14,11 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..core import Transform
 from ..nn.conditioner import ParameterLayout
 from ..spaces.base import Coordinate
 from .maps.base import ElementwiseMap, MapSpec, check_options, make_map
 
-__all__ = ["MapGroups"]
+__all__ = ["MapGroups", "MapGroupsLayer"]
 
 
 class MapGroups(nn.Module):
@@ -57,8 +58,8 @@ class MapGroups(nn.Module):
         keys: dict[Coordinate, list[int]] = {}
         for i, c in enumerate(coordinates):
             keys.setdefault(c, []).append(i)
-        kinds = {c for c in (space_coordinates or coordinates) if c.kind != "embedded"}
-        check_options(who, [spec] * len(kinds), list(kinds), options)
+        movable = {c for c in (space_coordinates or coordinates) if c.kind != "embedded"}
+        check_options(who, spec, movable, options)
         try:
             self.maps: list[ElementwiseMap] = [make_map(spec, c, **options) for c in keys]
         except ValueError as err:
@@ -71,10 +72,9 @@ class MapGroups(nn.Module):
         self.register_buffer("_merge", torch.argsort(torch.tensor(order)), persistent=False)
         self._single = len(positions) == 1
         self.group_of = [0] * len(coordinates)
-        self.index_in_group = [0] * len(coordinates)
         for g, p in enumerate(positions):
-            for j, i in enumerate(p):
-                self.group_of[i], self.index_in_group[i] = g, j
+            for i in p:
+                self.group_of[i] = g
         self.layout = ParameterLayout(
             {
                 self._name(g, name): (n, *shape)
@@ -142,3 +142,20 @@ class MapGroups(nn.Module):
         m = self.maps[g]
         params = self.single_layouts[g].unpack(flat)
         return (m.inverse if inverse else m.forward)(x_i, params)
+
+
+class MapGroupsLayer(Transform):
+    """Base of the layers that move coordinates with :class:`MapGroups` (``self.groups``):
+    :class:`~manifoldflows.transforms.Coupling`,
+    :class:`~manifoldflows.transforms.MaskedAutoregressive` and
+    :class:`~manifoldflows.transforms.pointwise.Elementwise`."""
+
+    groups: MapGroups
+
+    @property
+    def elementwise_map(self) -> ElementwiseMap:
+        """The element-wise map (of the first group, when the coordinates need several)."""
+        return self.groups.maps[0]
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, maps=[{self.groups.extra_repr()}]"

@@ -7,17 +7,16 @@ from typing import Any
 
 from torch import Tensor
 
-from ..core import Transform
 from ..nn.conditioner import Conditioner
 from ..spaces import Space
 from .coupling import as_space
-from .map_groups import MapGroups
-from .maps.base import ElementwiseMap, MapSpec
+from .map_groups import MapGroups, MapGroupsLayer
+from .maps.base import MapSpec
 
 __all__ = ["Elementwise"]
 
 
-class Elementwise(Transform):
+class Elementwise(MapGroupsLayer):
     """Move every coordinate with its element-wise map: ``y_i = tau_i(x_i; theta_i)``.
 
     ``logdet = sum_i log tau_i'(x_i)`` (arc length on angles). Without context the parameters
@@ -66,14 +65,6 @@ class Elementwise(Transform):
             hidden=hidden,
             activation=activation,
         )
-
-    @property
-    def elementwise_map(self) -> ElementwiseMap:
-        """The element-wise map (of the first group, when the coordinates need several)."""
-        return self.groups.maps[0]
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, maps=[{self.groups.extra_repr()}]"
 
     def _forward(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         return self.groups.apply(x, self.conditioner(None, context), inverse=False)

@@ -53,7 +53,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -65,7 +64,8 @@ from ..core import Transform
 from ..functional import sphere as kernels
 from ..functional.affine import soft_clamp
 from ..nn.conditioner import Conditioner
-from ..spaces import Coordinate, Sphere
+from ..spaces import Sphere
+from ..spaces.circle import ANGLE
 from .maps import ElementwiseMap, make_map
 
 __all__ = ["SphereRotation", "MoebiusSphere", "ExpMapRadial", "RecursiveSphereFlow"]
@@ -88,7 +88,6 @@ def _moved_centres(centres: Tensor, offset: Tensor | None) -> Tensor:
 
 
 #: The angle ``theta = atan2(x_2, x_1)`` of a point of ``S^1``, as circle maps see it.
-ANGLE = Coordinate("angle", -math.pi, math.pi)
 
 
 # --------------------------------------------------------------------------- rotation

@@ -7,7 +7,14 @@ interval spline on a bounded one and a circular spline on an angle; see :mod:`.b
 from .base import ElementwiseMap, MapSpec, make_map, register_map, registered_maps
 from .circle import CircularSplineMap, MoebiusMap, NonCompactMap, ShiftMap
 from .interval import IntervalSplineMap
-from .real import AdditiveMap, AffineMap, DeepSigmoidalMap, LogisticMixtureMap, SplineMap
+from .real import (
+    AdditiveMap,
+    AffineMap,
+    DeepSigmoidalMap,
+    LogisticMixtureMap,
+    SplineMap,
+    spline_options,
+)
 
 __all__ = [
     "ElementwiseMap",
@@ -18,6 +25,7 @@ __all__ = [
     "AdditiveMap",
     "AffineMap",
     "SplineMap",
+    "spline_options",
     "LogisticMixtureMap",
     "DeepSigmoidalMap",
     "IntervalSplineMap",

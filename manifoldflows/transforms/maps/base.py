@@ -20,7 +20,7 @@ kind with :func:`register_map`, and nothing else.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
 from torch import Tensor
@@ -154,15 +154,14 @@ def make_map(spec: MapSpec, coordinate: Coordinate, **options: object) -> Elemen
 
 
 def check_options(
-    who: str, specs: list[object], coordinates: list[Coordinate], options: Mapping[str, object]
+    who: str, spec: MapSpec, coordinates: Iterable[Coordinate], options: Mapping[str, object]
 ) -> None:
-    """Raise unless every option in ``options`` is taken by one of the maps that were built."""
+    """Raise unless every option is taken by the map ``spec`` names for one of ``coordinates``."""
     taken: set[str] = set()
-    for spec, coordinate in zip(specs, coordinates):
-        if isinstance(spec, Mapping):
-            spec = spec.get(coordinate.kind)
-        if isinstance(spec, str) and (spec, coordinate.kind) in _REGISTRY:
-            taken |= option_names(_REGISTRY[(spec, coordinate.kind)])
+    for coordinate in coordinates:
+        name = spec.get(coordinate.kind) if isinstance(spec, Mapping) else spec
+        if isinstance(name, str) and (name, coordinate.kind) in _REGISTRY:
+            taken |= option_names(_REGISTRY[(name, coordinate.kind)])
     unused = sorted(set(options) - taken)
     if unused:
         raise ValueError(f"{who}: options {unused} are not taken by any of its element-wise maps")

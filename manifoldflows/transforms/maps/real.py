@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -9,9 +12,17 @@ from ..._checks import positive_int
 from ...functional.affine import affine, affine_inverse, soft_clamp
 from ...functional.monotonic import deep_sigmoidal_flow, logistic_mixture_transform
 from ...functional.splines import rational_quadratic_spline
+from ...spaces.base import Coordinate
 from .base import ElementwiseMap, Params, register_map
 
-__all__ = ["AdditiveMap", "AffineMap", "SplineMap", "LogisticMixtureMap", "DeepSigmoidalMap"]
+__all__ = [
+    "AdditiveMap",
+    "AffineMap",
+    "SplineMap",
+    "spline_options",
+    "LogisticMixtureMap",
+    "DeepSigmoidalMap",
+]
 
 #: Default bound ``B`` on knot derivatives and bin slopes (see ``bounded_spline_knots``):
 #: an 8-layer NSF(4) with all parameters perturbed by N(0, 0.1^2) then inverts 6 N(0, I) to
@@ -122,6 +133,21 @@ class SplineMap(ElementwiseMap):
 
     def inverse(self, y: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         return self._call(y, params, inverse=True)
+
+
+def spline_options(coordinates: Iterable[Coordinate], bins: int, bound: float) -> dict[str, Any]:
+    """Options of ``"spline"`` maps on ``coordinates``: ``bins`` for every kind, and ``bound``
+    (the half-width of the real-line spline) only when some coordinate is real, so a space
+    without real coordinates is not handed an option none of its maps takes.
+
+    Example:
+        >>> from manifoldflows.spaces import Torus
+        >>> spline_options(Torus(2).coordinates, 8, 5.0)
+        {'bins': 8}
+    """
+    if any(c.kind == "real" for c in coordinates):
+        return {"bins": bins, "bound": bound}
+    return {"bins": bins}
 
 
 # --------------------------------------------------------------------------------------------
