@@ -1,0 +1,1 @@
+"""OpenMM bridge and torch force field."""
