@@ -53,7 +53,13 @@ from manifoldflows.errors import InvalidInput
 from manifoldflows.functional.autograd import value_and_grad
 from manifoldflows.spaces import Space
 
-__all__ = ["Energy", "TemperatureConditioned", "BOLTZMANN_CONSTANT", "resolve_kT"]
+__all__ = [
+    "Energy",
+    "TemperatureConditioned",
+    "BOLTZMANN_CONSTANT",
+    "resolve_kT",
+    "positive_quantity",
+]
 
 #: Boltzmann's constant per kelvin in the energy units accepted by ``units=`` (CODATA 2018).
 BOLTZMANN_CONSTANT = {
@@ -64,13 +70,19 @@ BOLTZMANN_CONSTANT = {
 }
 
 
-def _positive(value: SupportsFloat, who: str, what: str) -> float:
+def positive_quantity(value: SupportsFloat, who: str, what: str) -> float:
+    """``value`` as a positive finite float, or :class:`InvalidInput` naming ``who`` and ``what``.
+
+    Example:
+        >>> positive_quantity("300", "MolecularSystem", "the temperature (K)")
+        300.0
+    """
     try:
         out = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{who}: expected {what} as a positive number, got {value!r}") from None
+        raise InvalidInput(f"{who}: expected {what} as a positive number, got {value!r}") from None
     if not (out > 0.0 and math.isfinite(out)):
-        raise ValueError(f"{who}: expected {what} as a positive finite number, got {value!r}")
+        raise InvalidInput(f"{who}: expected {what} as a positive finite number, got {value!r}")
     return out
 
 
@@ -110,10 +122,11 @@ def resolve_kT(
                 f"{who}: expected units among {sorted(BOLTZMANN_CONSTANT)} with a temperature, "
                 f"got {units!r}"
             )
-        return BOLTZMANN_CONSTANT[units] * _positive(temperature, who, "the temperature (K)")
+        temperature = positive_quantity(temperature, who, "the temperature (K)")
+        return BOLTZMANN_CONSTANT[units] * temperature
     if units is not None:
         raise ValueError(f"{who}: units={units!r} needs a temperature; got none")
-    return 1.0 if kT is None else _positive(kT, who, "kT")
+    return 1.0 if kT is None else positive_quantity(kT, who, "kT")
 
 
 class Energy(nn.Module):

@@ -117,7 +117,7 @@ def test_pickle_and_pdb_round_trip():
 def test_from_openmm_with_a_users_system():
     pdb = app.PDBFile(ALANINE_DIPEPTIDE_PDB)
     system = app.ForceField("amber14-all.xml").createSystem(pdb.topology)
-    mol = MolecularSystem.from_openmm(system, pdb.topology, pdb.positions, temperature=350)
+    mol = MolecularSystem(system, pdb.topology, pdb.positions, temperature=350)
     assert mol.n_atoms == 22 and mol.temperature == 350.0
     np.testing.assert_allclose(mol.positions, pdb.getPositions(asNumpy=True)._value)
 
@@ -135,7 +135,7 @@ def test_unparameterisable_residue_is_named(tmp_path):
     [
         ({"forcefield": "charmm"}, "expected forcefield 'amber99sbildn' or 'amber96'"),
         ({"solvent": "explicit"}, "expected solvent 'implicit' or 'vacuum'"),
-        ({"temperature": -1.0}, "positive finite temperature"),
+        ({"temperature": -1.0}, r"expected the temperature \(K\) as a positive finite number"),
     ],
 )
 def test_alanine_dipeptide_bad_options(kwargs, match):

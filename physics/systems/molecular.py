@@ -24,7 +24,6 @@ References:
 from __future__ import annotations
 
 import io
-import math
 import os
 from typing import Any, Union
 
@@ -37,7 +36,7 @@ from torch import Tensor
 
 from manifoldflows.errors import InvalidInput
 
-from ..energy import BOLTZMANN_CONSTANT
+from ..energy import BOLTZMANN_CONSTANT, positive_quantity
 
 __all__ = ["MolecularSystem", "NONBONDED_METHODS", "CONSTRAINTS", "PositionsLike"]
 
@@ -54,16 +53,6 @@ NONBONDED_METHODS = {
 }
 #: Names accepted by ``constraints=`` (``None``: flexible bonds, the default here).
 CONSTRAINTS = {None: None, "HBonds": app.HBonds, "AllBonds": app.AllBonds, "HAngles": app.HAngles}
-
-
-def _temperature(value: object, who: str) -> float:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{who}: expected a temperature in kelvin, got {value!r}") from None
-    if not (out > 0.0 and math.isfinite(out)):
-        raise InvalidInput(f"{who}: expected a positive finite temperature (K), got {value!r}")
-    return out
 
 
 def _positions_nm(positions: PositionsLike, n_atoms: int, who: str) -> np.ndarray:
@@ -87,6 +76,9 @@ def _positions_nm(positions: PositionsLike, n_atoms: int, who: str) -> np.ndarra
 
 class MolecularSystem:
     r"""An OpenMM ``System`` with its topology, reference positions and temperature.
+
+    The constructor wraps any ``openmm.System`` a user already has; :meth:`from_pdb` builds
+    one from a PDB file and force-field files.
 
     Arguments:
         system: the ``openmm.System``.
@@ -138,7 +130,7 @@ class MolecularSystem:
         self.system = system
         self.topology = topology
         self.positions = _positions_nm(positions, n_atoms, who)
-        self.temperature = _temperature(temperature, who)
+        self.temperature = positive_quantity(temperature, who, "the temperature (K)")
         self.name = str(name)
         self._mdtraj_topology = None
 
@@ -223,19 +215,6 @@ class MolecularSystem:
             temperature=temperature,
             name=label if name is None else name,
         )
-
-    @classmethod
-    def from_openmm(
-        cls,
-        system: openmm.System,
-        topology: app.Topology,
-        positions: PositionsLike,
-        *,
-        temperature: float = 300.0,
-        name: str = "molecule",
-    ) -> MolecularSystem:
-        """Wrap an ``openmm.System`` a user already has (same as the constructor)."""
-        return cls(system, topology, positions, temperature=temperature, name=name)
 
     # ------------------------------------------------------------------ properties
     @property
