@@ -117,3 +117,19 @@ def write_result(name: str, lines: list[str]) -> Path:
     path = RESULTS / name
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_rss_increase_mib(fn: Callable[[], object]) -> float:
+    """Peak resident-memory increase (MiB) while ``fn()`` runs, in this process (Linux >= 4.0:
+    resets the kernel's peak-RSS counter first; run it in a fresh process per measurement)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _status_kib("VmRSS")
+    fn()
+    return (_status_kib("VmHWM") - base) / 1024

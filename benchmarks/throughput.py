@@ -41,6 +41,7 @@ from _common import (  # noqa: E402
     interleaved_median_times,
     machine_header,
     markdown_table,
+    peak_rss_increase_mib,
     write_result,
 )
 
@@ -255,13 +256,6 @@ def available(lib: str) -> bool:
 
 
 # ----------------------------------------------------------------------------- memory
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def memory_worker(lib: str, arch: str, d: int, device: torch.device) -> float:
     """Peak extra memory (MiB) of one forward+backward, in this fresh process."""
     model, x = build(lib, arch, d, device)
@@ -275,11 +269,7 @@ def memory_worker(lib: str, arch: str, d: int, device: torch.device) -> float:
         step()
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated(device) - base) / 2**20
-    # Reset the kernel's peak-RSS counter (Linux >= 4.0), then measure the first step.
-    Path("/proc/self/clear_refs").write_text("5")
-    base = _status_kib("VmRSS")
-    step()
-    return (_status_kib("VmHWM") - base) / 1024
+    return peak_rss_increase_mib(step)
 
 
 def measure_memory(lib: str, arch: str, d: int, device: torch.device, threads: int) -> float:
