@@ -1,0 +1,163 @@
+r"""Chunks of a batch, their retries and time limits, and per-batch counts.
+
+A batch of ``B`` configurations is split into contiguous chunks, one per worker; a chunk that
+fails (its worker died, hung past the time limit, or raised) is run again, up to
+``max_retries`` times, after which :class:`OpenMMWorkerError` names it. Shared by the local
+pool (:mod:`physics.openmm.pool`) and the executor path (:mod:`physics.openmm.remote`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from manifoldflows.errors import ManifoldFlowsError
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Chunk",
+    "ChunkTimer",
+    "OpenMMWorkerError",
+    "Runner",
+    "RunStats",
+    "split_rows",
+]
+
+#: Seconds a chunk may take when no ``timeout`` is given, before the measured rate says more.
+DEFAULT_TIMEOUT = 300.0
+#: With the default time limit, a chunk may take this many times its expected duration.
+_SLACK = 50.0
+_log = logging.getLogger("physics.openmm")
+
+
+class OpenMMWorkerError(ManifoldFlowsError, RuntimeError):
+    """A chunk of a batch could not be evaluated after all retries (or a worker cannot start)."""
+
+
+def split_rows(n: int, parts: int) -> list[tuple[int, int]]:
+    """Split ``range(n)`` into at most ``parts`` contiguous, nearly equal, non-empty pieces.
+
+    Example:
+        >>> split_rows(10, 3)
+        [(0, 4), (4, 7), (7, 10)]
+        >>> split_rows(2, 4)
+        [(0, 1), (1, 2)]
+    """
+    parts = max(1, min(parts, n))
+    size, extra = divmod(n, parts)
+    bounds, start = [], 0
+    for k in range(parts):
+        stop = start + size + (k < extra)
+        bounds.append((start, stop))
+        start = stop
+    return bounds
+
+
+@dataclass
+class Chunk:
+    """Rows ``start:stop`` of a batch of ``n_rows``; ``attempt`` counts failed runs so far."""
+
+    index: int
+    start: int
+    stop: int
+    n_rows: int
+    attempt: int = 0
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+    def failed(self, reason: str, max_retries: int, who: str, stats: RunStats) -> None:
+        """Record a failed run to be retried; raise :class:`OpenMMWorkerError` when none is left.
+
+        Arguments:
+            reason: what went wrong (kept for the error message).
+            max_retries: how many re-runs a chunk gets.
+            who: name used in the error and the log.
+            stats: the batch's counts (``n_retries`` goes up by one).
+        """
+        self.failures.append(reason)
+        self.attempt += 1
+        if self.attempt > max_retries:
+            history = "\n".join(f"  attempt {i}: {r}" for i, r in enumerate(self.failures))
+            raise OpenMMWorkerError(
+                f"{who}: chunk {self.index} (rows {self.start}:{self.stop} of a batch of "
+                f"{self.n_rows}) failed {self.attempt} times (max_retries={max_retries}):\n"
+                f"{history}"
+            )
+        stats.n_retries += 1
+        _log.warning("%s: chunk %d failed (%s); running it again", who, self.index, reason)
+
+
+class ChunkTimer:
+    """Time limit of a chunk: the user's ``timeout``, or a default from measured rates.
+
+    The default is ``max(DEFAULT_TIMEOUT, 50 x rows x slowest seconds per row seen so far)``,
+    so a slow system's long chunks are not mistaken for hung ones.
+    """
+
+    def __init__(self, timeout: float | None):
+        self.timeout = timeout
+        self.seconds_per_row = 0.0
+
+    def record(self, rows: int, seconds: float) -> None:
+        """Remember the rate of a finished chunk (the slowest one counts)."""
+        if rows > 0:
+            self.seconds_per_row = max(self.seconds_per_row, seconds / rows)
+
+    def limit(self, rows: int) -> float:
+        """Seconds a chunk of ``rows`` configurations may take."""
+        if self.timeout is not None:
+            return self.timeout
+        return max(DEFAULT_TIMEOUT, _SLACK * rows * self.seconds_per_row)
+
+
+@dataclass
+class RunStats:
+    """Counts of one batch run by a pool, an executor or in-process."""
+
+    n_chunks: int = 0
+    n_retries: int = 0
+    n_restarts: int = 0
+    n_nonfinite: int = 0
+    n_errors: int = 0
+    first_error: str = ""
+
+    def add(self, n_nonfinite: int, n_errors: int, first_error: str) -> None:
+        """Add a chunk's non-finite and error counts."""
+        self.n_nonfinite += n_nonfinite
+        self.n_errors += n_errors
+        self.first_error = self.first_error or first_error
+
+
+class Runner(Protocol):
+    """Where batches are evaluated: in-process, a local worker pool, or an executor."""
+
+    def evaluate(
+        self,
+        positions: np.ndarray,
+        energies: np.ndarray,
+        forces: np.ndarray,
+        hook: Mapping[str, Any] | None = None,
+    ) -> RunStats:
+        """Evaluate a batch; write energies (kJ/mol) and forces (kJ/mol/nm) into the outputs.
+
+        Arguments:
+            positions: float64 positions in nm, shape ``(B, 3N)``.
+            energies: output array of shape ``(B,)``.
+            forces: output array of shape ``(B, 3N)``.
+            hook: fault injection for the tests (see ``physics.openmm._worker._apply_hook``).
+
+        Returns:
+            The batch's :class:`RunStats`.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release processes and memory (idempotent)."""
+        ...
