@@ -47,6 +47,7 @@ import openmm
 
 __all__ = [
     "ChunkResult",
+    "ContextSpec",
     "ContextEvaluator",
     "buffer_arrays",
     "buffer_bytes",
@@ -62,6 +63,20 @@ _STATE_KWARGS = (
 _FAST_FORCES = hasattr(openmm.State, "_getVectorAsNumpy")
 _FORCE_UNIT = openmm.unit.kilojoule_per_mole / openmm.unit.nanometer
 _CACHE_SIZE = 4
+
+
+class ContextSpec(NamedTuple):
+    """What a process needs to build an OpenMM ``Context``: serialized system and platform.
+
+    Attributes:
+        system_xml: ``openmm.XmlSerializer.serialize(system)``.
+        platform: an OpenMM platform name (``"Reference"``, ``"CPU"``, ...).
+        properties: platform properties (e.g. ``{"Threads": "1"}``).
+    """
+
+    system_xml: str
+    platform: str
+    properties: Mapping[str, str]
 
 
 class ChunkResult(NamedTuple):
@@ -310,7 +325,7 @@ class _SharedArrays:
 def _serve(conn_fd: int, buffer_fd: int, parent_pid: int) -> None:
     """The worker's loop: one context, one chunk per message, results in the shared buffer.
 
-    Messages from the parent: an init dict (system XML, platform, properties), then
+    Messages from the parent: ``(system_xml, platform, properties)`` once, then
     ``("eval", tag, start, stop, capacity, hook)`` with ``tag = (batch, chunk, attempt)``, or
     ``("exit",)``. Replies: ``("ready", pid, seconds)`` or ``("init_failed", traceback)`` once,
     then per chunk ``("done", tag, n_nonfinite, n_errors, first_error, seconds)`` or
@@ -324,9 +339,9 @@ def _serve(conn_fd: int, buffer_fd: int, parent_pid: int) -> None:
     _watch_parent(parent_pid)
     conn = Connection(conn_fd)
     try:
-        init = conn.recv()
+        system_xml, platform, properties = conn.recv()  # a ContextSpec as a plain tuple
         t0 = time.perf_counter()
-        evaluator = ContextEvaluator(init["xml"], init["platform"], init["properties"])
+        evaluator = ContextEvaluator(system_xml, platform, properties)
     except EOFError:
         return
     except Exception:

@@ -47,11 +47,9 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import numpy as np
 import openmm
 import torch
 from torch import Tensor
@@ -61,8 +59,8 @@ from manifoldflows.errors import InvalidInput
 from manifoldflows.spaces import Euclidean
 
 from ..energy import Energy, positive_quantity
-from ._worker import ChunkResult, ContextEvaluator, evaluate_chunk
-from .chunks import OpenMMWorkerError, Runner, RunStats
+from ._worker import ChunkResult, ContextEvaluator, ContextSpec, evaluate_chunk
+from .chunks import Batch, ChunkPolicy, Hook, OpenMMWorkerError, Runner, RunStats
 from .platforms import choose_platform, platform_properties
 from .pool import WorkerPool
 from .remote import ExecutorRunner
@@ -113,20 +111,14 @@ class BatchStats:
 class _InProcess:
     """Evaluation in the calling process with one lazily created ``Context``."""
 
-    def __init__(self, system_xml: str, platform: str, properties: dict[str, str]):
-        self._evaluator = ContextEvaluator(system_xml, platform, properties)
+    def __init__(self, spec: ContextSpec):
+        self._evaluator = ContextEvaluator(*spec)
         self._lock = threading.Lock()  # one Context: one batch at a time
 
-    def evaluate(
-        self,
-        positions: np.ndarray,
-        energies: np.ndarray,
-        forces: np.ndarray,
-        hook: Mapping[str, object] | None = None,
-    ) -> RunStats:
+    def evaluate(self, batch: Batch, hook: Hook = None) -> RunStats:
         stats = RunStats(n_chunks=1)
         with self._lock:
-            stats.add(*self._evaluator.evaluate_into(positions, energies, forces))
+            stats.add(*self._evaluator.evaluate_into(*batch))
         return stats
 
     def close(self) -> None:
@@ -234,22 +226,18 @@ class OpenMMEnergy(Energy):
         J. Koehler, H. Wu, "Boltzmann generators", Science 365 (2019), arXiv:1812.01729.
 
     Example:
-        >>> import openmm
-        >>> system = openmm.System()
-        >>> for _ in range(2):
-        ...     _ = system.addParticle(12.0)
-        >>> bond = openmm.HarmonicBondForce()
-        >>> _ = bond.addBond(0, 1, 0.15, 2000.0)  # r0 = 0.15 nm, k = 2000 kJ/mol/nm^2
-        >>> _ = system.addForce(bond)
-        >>> energy = OpenMMEnergy(system, temperature=300.0)
-        >>> x = torch.tensor([[0.0, 0.0, 0.0, 0.25, 0.0, 0.0]], dtype=torch.float64,
-        ...                  requires_grad=True)
-        >>> u = energy.energy(x)  # 0.5 * 2000 * 0.1**2 / kT = 10 / 2.494
+        >>> from physics.systems import alanine_dipeptide
+        >>> molecule = alanine_dipeptide("vacuum")
+        >>> energy = OpenMMEnergy(molecule)  # in-process; Reference platform for 22 atoms
+        >>> x = torch.tensor(molecule.positions.reshape(1, 66), requires_grad=True)
+        >>> u = energy.energy(x)
+        >>> round(u.item() * energy.kT, 1)  # kJ/mol at the PDB geometry
+        -55.3
         >>> u.sum().backward()
-        >>> round(u.item(), 4), round(x.grad[0, 3].item(), 2)
-        (4.0091, 80.18)
-        >>> energy.last_batch_stats.n_nonfinite
-        0
+        >>> torch.equal(x.grad, -energy.force(x.detach()))
+        True
+        >>> energy.platform, energy.last_batch_stats.n_nonfinite
+        ('Reference', 0)
     """
 
     def __init__(
@@ -328,28 +316,21 @@ class OpenMMEnergy(Energy):
         if self._runner is not None and getattr(self._runner, "owner", os.getpid()) != os.getpid():
             self._runner = None  # a forked copy: the parent's workers are not ours to use
         if self._runner is None:
-            who = type(self).__name__
             mode = self.mode
             properties = platform_properties(
                 self.platform, self.platform_properties, in_worker=mode != "in-process"
             )
-            common = {"timeout": self.timeout, "max_retries": self.max_retries, "who": who}
+            spec = ContextSpec(self.system_xml, self.platform, properties)
+            policy = ChunkPolicy(self.timeout, self.max_retries, type(self).__name__)
             if mode == "executor":
                 chunks = self.n_workers or getattr(self.executor, "_max_workers", None)
                 self._runner = ExecutorRunner(
-                    self.executor,
-                    self.system_xml,
-                    chunks or os.cpu_count() or 1,
-                    self.platform,
-                    properties,
-                    **common,
+                    self.executor, spec, chunks or os.cpu_count() or 1, policy
                 )
             elif mode == "pool":
-                self._runner = WorkerPool(
-                    self.system_xml, self.dim, self.n_workers, self.platform, properties, **common
-                )
+                self._runner = WorkerPool(spec, self.dim, self.n_workers, policy)
             else:
-                self._runner = _InProcess(self.system_xml, self.platform, properties)
+                self._runner = _InProcess(spec)
         return self._runner
 
     def start(self) -> float:
@@ -410,9 +391,8 @@ class OpenMMEnergy(Energy):
         if n:
             positions = x.detach().to(device="cpu", dtype=torch.float64).contiguous().numpy()
             t0 = time.perf_counter()
-            run: RunStats = self._runner_for().evaluate(
-                positions, energies.numpy(), forces.numpy(), self._fault_hook
-            )
+            batch = Batch(positions, energies.numpy(), forces.numpy())
+            run = self._runner_for().evaluate(batch, self._fault_hook)
             self._record(n, run, time.perf_counter() - t0)
         energies.mul_(self.beta)
         forces.mul_(self.beta)

@@ -2,8 +2,9 @@ r"""Chunks of a batch, their retries and time limits, and per-batch counts.
 
 A batch of ``B`` configurations is split into contiguous chunks, one per worker; a chunk that
 fails (its worker died, hung past the time limit, or raised) is run again, up to
-``max_retries`` times, after which :class:`OpenMMWorkerError` names it. Shared by the local
-pool (:mod:`physics.openmm.pool`) and the executor path (:mod:`physics.openmm.remote`).
+``max_retries`` times, after which :class:`OpenMMWorkerError` names it (:class:`ChunkPolicy`).
+Shared by the local pool (:mod:`physics.openmm.pool`) and the executor path
+(:mod:`physics.openmm.remote`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -19,8 +20,10 @@ from manifoldflows.errors import ManifoldFlowsError
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "Batch",
+    "Hook",
     "Chunk",
-    "ChunkTimer",
+    "ChunkPolicy",
     "OpenMMWorkerError",
     "Runner",
     "RunStats",
@@ -72,37 +75,24 @@ class Chunk:
     def size(self) -> int:
         return self.stop - self.start
 
-    def failed(self, reason: str, max_retries: int, who: str, stats: RunStats) -> None:
-        """Record a failed run to be retried; raise :class:`OpenMMWorkerError` when none is left.
 
-        Arguments:
-            reason: what went wrong (kept for the error message).
-            max_retries: how many re-runs a chunk gets.
-            who: name used in the error and the log.
-            stats: the batch's counts (``n_retries`` goes up by one).
-        """
-        self.failures.append(reason)
-        self.attempt += 1
-        if self.attempt > max_retries:
-            history = "\n".join(f"  attempt {i}: {r}" for i, r in enumerate(self.failures))
-            raise OpenMMWorkerError(
-                f"{who}: chunk {self.index} (rows {self.start}:{self.stop} of a batch of "
-                f"{self.n_rows}) failed {self.attempt} times (max_retries={max_retries}):\n"
-                f"{history}"
-            )
-        stats.n_retries += 1
-        _log.warning("%s: chunk %d failed (%s); running it again", who, self.index, reason)
+class ChunkPolicy:
+    """Time limits and retries of chunks, shared by the pool and the executor path.
 
+    The time limit is the user's ``timeout``, or by default
+    ``max(DEFAULT_TIMEOUT, 50 x rows x slowest seconds per row seen so far)``, so a slow
+    system's long chunks are not mistaken for hung ones.
 
-class ChunkTimer:
-    """Time limit of a chunk: the user's ``timeout``, or a default from measured rates.
-
-    The default is ``max(DEFAULT_TIMEOUT, 50 x rows x slowest seconds per row seen so far)``,
-    so a slow system's long chunks are not mistaken for hung ones.
+    Arguments:
+        timeout: seconds per chunk, or ``None`` for the default above.
+        max_retries: how often a failed chunk is run again before the batch fails.
+        who: name used in errors and log messages.
     """
 
-    def __init__(self, timeout: float | None):
+    def __init__(self, timeout: float | None = None, max_retries: int = 2, who: str = "OpenMM"):
         self.timeout = timeout
+        self.max_retries = max_retries
+        self.who = who
         self.seconds_per_row = 0.0
 
     def record(self, rows: int, seconds: float) -> None:
@@ -115,6 +105,26 @@ class ChunkTimer:
         if self.timeout is not None:
             return self.timeout
         return max(DEFAULT_TIMEOUT, _SLACK * rows * self.seconds_per_row)
+
+    def failed(self, chunk: Chunk, reason: str, stats: RunStats) -> None:
+        """Record a failed run to be retried; raise :class:`OpenMMWorkerError` when none is left.
+
+        Arguments:
+            chunk: the chunk that failed.
+            reason: what went wrong (kept for the error message).
+            stats: the batch's counts (``n_retries`` goes up by one).
+        """
+        chunk.failures.append(reason)
+        chunk.attempt += 1
+        if chunk.attempt > self.max_retries:
+            history = "\n".join(f"  attempt {i}: {r}" for i, r in enumerate(chunk.failures))
+            raise OpenMMWorkerError(
+                f"{self.who}: chunk {chunk.index} (rows {chunk.start}:{chunk.stop} of a batch "
+                f"of {chunk.n_rows}) failed {chunk.attempt} times "
+                f"(max_retries={self.max_retries}):\n{history}"
+            )
+        stats.n_retries += 1
+        _log.warning("%s: chunk %d failed (%s); running it again", self.who, chunk.index, reason)
 
 
 @dataclass
@@ -135,23 +145,29 @@ class RunStats:
         self.first_error = self.first_error or first_error
 
 
+#: Fault injection for the tests (see ``physics.openmm._worker._apply_hook``), or ``None``.
+Hook = Mapping[str, Any] | None
+
+
+class Batch(NamedTuple):
+    """A batch's positions and the arrays its results are written into.
+
+    Attributes:
+        positions: float64 positions in nm, shape ``(B, 3N)``.
+        energies: output, shape ``(B,)``: energies in kJ/mol.
+        forces: output, shape ``(B, 3N)``: forces in kJ/mol/nm.
+    """
+
+    positions: np.ndarray
+    energies: np.ndarray
+    forces: np.ndarray
+
+
 class Runner(Protocol):
     """Where batches are evaluated: in-process, a local worker pool, or an executor."""
 
-    def evaluate(
-        self,
-        positions: np.ndarray,
-        energies: np.ndarray,
-        forces: np.ndarray,
-        hook: Mapping[str, Any] | None = None,
-    ) -> RunStats:
-        """Evaluate a batch; write energies (kJ/mol) and forces (kJ/mol/nm) into the outputs.
-
-        Arguments:
-            positions: float64 positions in nm, shape ``(B, 3N)``.
-            energies: output array of shape ``(B,)``.
-            forces: output array of shape ``(B, 3N)``.
-            hook: fault injection for the tests (see ``physics.openmm._worker._apply_hook``).
+    def evaluate(self, batch: Batch, hook: Hook = None) -> RunStats:
+        """Evaluate ``batch.positions``; write into ``batch.energies`` and ``batch.forces``.
 
         Returns:
             The batch's :class:`RunStats`.

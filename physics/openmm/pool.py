@@ -43,7 +43,6 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection, wait
@@ -52,8 +51,8 @@ from typing import Any
 
 import numpy as np
 
-from ._worker import buffer_arrays, buffer_bytes
-from .chunks import Chunk, ChunkTimer, OpenMMWorkerError, RunStats, split_rows
+from ._worker import ContextSpec, buffer_arrays, buffer_bytes
+from .chunks import Batch, Chunk, ChunkPolicy, Hook, OpenMMWorkerError, RunStats, split_rows
 
 __all__ = ["STARTUP_TIMEOUT", "SharedBuffer", "WorkerPool"]
 
@@ -169,41 +168,25 @@ class WorkerPool:
     per worker (see the module docstring for processes, transport and faults).
 
     Arguments:
-        system_xml: the system, ``openmm.XmlSerializer.serialize(system)``.
+        spec: the system, platform and platform properties the workers build contexts from.
         dim: length of a configuration, ``3N``.
         n_workers: number of worker processes (``>= 1``).
-        platform: OpenMM platform name used in the workers.
-        properties: platform properties (e.g. ``{"Threads": "1"}``).
-        timeout: seconds a chunk may take before its worker is replaced (``None``: the
-            default of :class:`~physics.openmm.chunks.ChunkTimer`).
-        max_retries: how often a failed chunk is run again before the batch fails.
-        who: name used in errors and log messages.
+        policy: time limits and retries of chunks.
 
     Attributes:
         restarts: number of workers replaced since the pool was created.
         owner: process id of the process that owns the workers (a forked child does not).
     """
 
-    def __init__(
-        self,
-        system_xml: str,
-        dim: int,
-        n_workers: int,
-        platform: str,
-        properties: Mapping[str, str],
-        *,
-        timeout: float | None = None,
-        max_retries: int = 2,
-        who: str = "WorkerPool",
-    ):
+    def __init__(self, spec: ContextSpec, dim: int, n_workers: int, policy: ChunkPolicy):
+        who = policy.who
         if os.name != "posix":
             raise OpenMMWorkerError(f"{who}: the local worker pool needs POSIX; use executor=")
-        self._init = {"xml": system_xml, "platform": platform, "properties": dict(properties)}
+        self._spec = (spec.system_xml, spec.platform, dict(spec.properties))  # plain, picklable
         self.n_workers = n_workers
-        self.max_retries = max_retries
         self.who = who
         self.restarts = 0
-        self._timer = ChunkTimer(timeout)
+        self._policy = policy
         self._workers: list[_Worker | None] = [None] * n_workers
         self._ever_started = [False] * n_workers
         self._buffer = SharedBuffer(dim)
@@ -256,22 +239,16 @@ class WorkerPool:
         self._buffer.close()
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(
-        self,
-        positions: np.ndarray,
-        energies: np.ndarray,
-        forces: np.ndarray,
-        hook: Mapping[str, Any] | None = None,
-    ) -> RunStats:
+    def evaluate(self, batch: Batch, hook: Hook = None) -> RunStats:
         """Evaluate a batch (see :meth:`physics.openmm.chunks.Runner.evaluate`)."""
         with self._lock:
             if self._closed or os.getpid() != self.owner:
                 raise OpenMMWorkerError(
                     f"{self.who}: the worker pool is closed or belongs to process {self.owner}"
                 )
-            n = positions.shape[0]
+            n = batch.positions.shape[0]
             pos, out_e, out_f = self._buffer.reserve(n)
-            np.copyto(pos[:n], positions)
+            np.copyto(pos[:n], batch.positions)
             self._batch += 1
             restarts = self.restarts
             stats = RunStats()
@@ -293,8 +270,8 @@ class WorkerPool:
                 for slot in busy:
                     self._replace(slot)
                 raise
-            np.copyto(energies, out_e[:n])
-            np.copyto(forces, out_f[:n])
+            np.copyto(batch.energies, out_e[:n])
+            np.copyto(batch.forces, out_f[:n])
             stats.n_restarts = self.restarts - restarts
             return stats
 
@@ -308,7 +285,7 @@ class WorkerPool:
         slots = [s for s, w in enumerate(self._workers) if w is None or w.proc.poll() is not None]
         fresh = [self._spawn(slot) for slot in slots]  # all processes first: imports overlap
         for worker in fresh:
-            worker.conn.send(self._init)
+            worker.conn.send(self._spec)
 
     def _spawn(self, slot: int) -> _Worker:
         old = self._workers[slot]
@@ -342,7 +319,7 @@ class WorkerPool:
 
     def _deadline(self, slot: int, chunk: Chunk) -> float:
         """When the chunk in ``slot`` times out; a starting worker first gets time to start."""
-        limit = self._timer.limit(chunk.size)
+        limit = self._policy.limit(chunk.size)
         if not self._workers[slot].ready:
             limit = max(limit, STARTUP_TIMEOUT)
         return time.monotonic() + limit
@@ -356,7 +333,7 @@ class WorkerPool:
         code = _stop(worker)
         return f"worker process {worker.proc.pid} exited with code {code}"
 
-    def _send(self, slot: int, chunk: Chunk, hook: Mapping[str, Any] | None) -> None:
+    def _send(self, slot: int, chunk: Chunk, hook: Hook) -> None:
         message = ("eval", self._tag(chunk), chunk.start, chunk.stop, self._buffer.capacity, hook)
         for _ in range(2):
             worker = self._workers[slot]
@@ -384,7 +361,7 @@ class WorkerPool:
         if message[0] == "init_failed":
             raise OpenMMWorkerError(
                 f"{self.who}: a worker could not create its OpenMM Context on platform "
-                f"{self._init['platform']!r}:\n{message[1]}"
+                f"{self._spec[1]!r}:\n{message[1]}"
             )
         worker.ready = True
 
@@ -414,7 +391,7 @@ class WorkerPool:
                 del busy[slot]
                 idle.append(slot)
                 stats.add(*message[2:5])
-                self._timer.record(chunk.size, message[5])
+                self._policy.record(chunk.size, message[5])
                 continue
             else:
                 reason = f"raised in the worker:\n{message[2]}"
@@ -425,7 +402,7 @@ class WorkerPool:
         for slot, (chunk, deadline) in list(busy.items()):
             if now >= deadline:
                 if self._workers[slot].ready:
-                    reason = f"timed out after {self._timer.limit(chunk.size):g} s"
+                    reason = f"timed out after {self._policy.limit(chunk.size):g} s"
                 else:
                     reason = f"its worker did not start within {STARTUP_TIMEOUT:g} s"
                 self._replace(slot)
@@ -434,6 +411,6 @@ class WorkerPool:
                 self._retry(chunk, reason + " (worker replaced)", pending, stats)
 
     def _retry(self, chunk: Chunk, reason: str, pending: deque[Chunk], stats: RunStats) -> None:
-        chunk.failed(reason, self.max_retries, self.who, stats)
+        self._policy.failed(chunk, reason, stats)
         pending.append(chunk)
         self._start_missing()  # replacements boot while the batch goes on

@@ -14,25 +14,21 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import time
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
-from ._worker import ChunkResult, _apply_hook, evaluate_chunk
-from .chunks import Chunk, ChunkTimer, RunStats, split_rows
+from ._worker import ChunkResult, ContextSpec, _apply_hook, evaluate_chunk
+from .chunks import Batch, Chunk, ChunkPolicy, Hook, RunStats, split_rows
 
 __all__ = ["ExecutorRunner", "executor_task"]
 
 
 def executor_task(
     attempt: int,
-    hook: Mapping[str, Any] | None,
+    hook: Hook,
     index: int,
-    system_xml: str,
+    spec: ContextSpec,
     positions: np.ndarray,
-    platform: str,
-    properties: Mapping[str, str],
 ) -> ChunkResult:
     """The task submitted per chunk: :func:`evaluate_chunk` on one chunk.
 
@@ -40,7 +36,7 @@ def executor_task(
     the cached failure of an identical earlier task); ``hook`` is the tests' fault injection.
     """
     _apply_hook(hook, index, attempt)
-    return evaluate_chunk(system_xml, positions, platform, properties)
+    return evaluate_chunk(spec.system_xml, positions, spec.platform, spec.properties)
 
 
 class ExecutorRunner:
@@ -48,54 +44,32 @@ class ExecutorRunner:
 
     Arguments:
         executor: any ``concurrent.futures.Executor`` whose processes can import ``physics``.
-        system_xml: ``openmm.XmlSerializer.serialize(system)``.
+        spec: the system, platform and platform properties the executor's processes use.
         n_chunks: number of chunks per batch (the parallelism asked of the executor).
-        platform: OpenMM platform name used in the executor's processes.
-        properties: platform properties.
-        timeout: seconds per chunk (``None``: the default of
-            :class:`~physics.openmm.chunks.ChunkTimer`), counted from submission.
-        max_retries: how often a failed chunk is submitted again before the batch fails.
-        who: name used in errors and log messages.
+        policy: time limits (counted from submission) and retries of chunks.
     """
 
     def __init__(
-        self,
-        executor: cf.Executor,
-        system_xml: str,
-        n_chunks: int,
-        platform: str,
-        properties: Mapping[str, str],
-        *,
-        timeout: float | None = None,
-        max_retries: int = 2,
-        who: str = "ExecutorRunner",
+        self, executor: cf.Executor, spec: ContextSpec, n_chunks: int, policy: ChunkPolicy
     ):
         self.executor = executor
+        self.spec = spec
         self.n_chunks = n_chunks
-        self.max_retries = max_retries
-        self.who = who
-        self._args = (system_xml, platform, dict(properties))
-        self._timer = ChunkTimer(timeout)
+        self._policy = policy
 
-    def evaluate(
-        self,
-        positions: np.ndarray,
-        energies: np.ndarray,
-        forces: np.ndarray,
-        hook: Mapping[str, Any] | None = None,
-    ) -> RunStats:
+    def evaluate(self, batch: Batch, hook: Hook = None) -> RunStats:
         """Evaluate a batch (see :meth:`physics.openmm.chunks.Runner.evaluate`)."""
+        positions, energies, forces = batch
         n = positions.shape[0]
-        xml, platform, properties = self._args
         futures: dict[cf.Future, tuple[Chunk, float, float]] = {}
 
         def submit(chunk: Chunk) -> None:
             rows = positions[chunk.start : chunk.stop]
             future = self.executor.submit(
-                executor_task, chunk.attempt, hook, chunk.index, xml, rows, platform, properties
+                executor_task, chunk.attempt, hook, chunk.index, self.spec, rows
             )
             now = time.monotonic()
-            futures[future] = (chunk, now, now + self._timer.limit(chunk.size))
+            futures[future] = (chunk, now, now + self._policy.limit(chunk.size))
 
         stats = RunStats()
         for index, (start, stop) in enumerate(split_rows(n, self.n_chunks)):
@@ -110,24 +84,20 @@ class ExecutorRunner:
                     try:
                         result = future.result()
                     except Exception as exc:
-                        chunk.failed(
-                            f"{type(exc).__name__}: {exc}", self.max_retries, self.who, stats
-                        )
+                        self._policy.failed(chunk, f"{type(exc).__name__}: {exc}", stats)
                         submit(chunk)
                         continue
                     energies[chunk.start : chunk.stop] = result.energies
                     forces[chunk.start : chunk.stop] = result.forces
                     stats.add(result.n_nonfinite, result.n_errors, result.first_error)
-                    self._timer.record(chunk.size, time.monotonic() - submitted)
+                    self._policy.record(chunk.size, time.monotonic() - submitted)
                 now = time.monotonic()
                 for future, (chunk, _, deadline) in list(futures.items()):
                     if now >= deadline:
                         future.cancel()
                         del futures[future]
-                        limit = self._timer.limit(chunk.size)
-                        chunk.failed(
-                            f"timed out after {limit:g} s", self.max_retries, self.who, stats
-                        )
+                        limit = self._policy.limit(chunk.size)
+                        self._policy.failed(chunk, f"timed out after {limit:g} s", stats)
                         submit(chunk)
         except BaseException:
             for future in futures:
