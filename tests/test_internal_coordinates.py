@@ -138,6 +138,55 @@ def test_zmatrix_from_bond_graph(ala2, ic):
         ic.torsion_index((4, 6, 8, 15))
 
 
+def make_topology(elements, bonds):
+    top = mdtraj.Topology()
+    residue = top.add_residue("MOL", top.add_chain())
+    atoms = [
+        top.add_atom(f"{e}{i}", mdtraj.element.get_by_symbol(e), residue)
+        for i, e in enumerate(elements)
+    ]
+    for a, b in bonds:
+        top.add_bond(atoms[a], atoms[b])
+    return top
+
+
+RING = (
+    ["C"] * 6 + ["H"] * 6,
+    [(i, (i + 1) % 6) for i in range(6)] + [(i, i + 6) for i in range(6)],
+)
+STAR = (["H", "C", "C", "C", "C", "C"], [(1, 0), (1, 2), (1, 3), (1, 4), (1, 5)])
+METHANE = (["H", "H", "C", "H", "H"], [(2, 0), (2, 1), (2, 3), (2, 4)])
+WATER = (["H", "O", "H"], [(0, 1), (1, 2)])
+
+
+@pytest.mark.parametrize(
+    "molecule", [RING, STAR, METHANE, WATER], ids=["ring", "star", "ch4", "h2o"]
+)
+def test_zmatrix_from_other_bond_graphs(molecule):
+    elements, bonds = molecule
+    top = make_topology(elements, bonds)
+    ic = InternalCoordinates(top)
+    n = len(elements)
+    assert sorted(row[0] for row in ic.zmatrix.rows) == list(range(n))
+    graph = {frozenset(b) for b in bonds}
+    assert all(frozenset(pair) in graph for pair in ic.zmatrix.bond_atoms)
+    hydrogen = {i for i, e in enumerate(elements) if e == "H"}
+    if len(hydrogen) < n - 1:
+        assert not set(ic.frame[:2]) & hydrogen
+    gen = torch.Generator().manual_seed(0)
+    z = torch.cat(
+        [
+            0.1 + 0.05 * torch.rand(n - 1, generator=gen, dtype=torch.float64),
+            1.7 + 0.4 * torch.rand(n - 2, generator=gen, dtype=torch.float64),
+            wrap(6.3 * torch.rand(n - 3, generator=gen, dtype=torch.float64)),
+        ]
+    )
+    x, logdet = ic(z)
+    back, logdet_inv = ic.inverse(x)
+    torch.testing.assert_close(back, z)
+    torch.testing.assert_close(logdet, -logdet_inv)
+
+
 def test_disconnected_graph_is_refused(ala2):
     top = mdtraj.Topology()
     chain = top.add_chain()
@@ -271,6 +320,29 @@ def test_explicit_zmatrix():
     assert InternalCoordinates(zmatrix=ZMatrix(BUTANE_LIKE)).zmatrix == ic.zmatrix
 
 
+@pytest.mark.parametrize(
+    "rows, z",
+    [
+        # three atoms (water-like): no torsion factor
+        ([(0,), (1, 0), (2, 0, 1)], [0.096, 0.096, 1.82]),
+        # the third frame atom bonded to a0 (methane-like branching at the root)
+        (
+            [(0,), (1, 0), (2, 0, 1), (3, 0, 1, 2), (4, 0, 1, 2)],
+            [0.109, 0.109, 0.109, 0.109, 1.91, 1.91, 1.91, 2.1, -2.1],
+        ),
+    ],
+)
+def test_small_explicit_zmatrices(rows, z):
+    ic = InternalCoordinates(zmatrix=rows)
+    z = torch.tensor(z, dtype=torch.float64)
+    assert ic.domain.dim == len(z) == 3 * len(rows) - 6
+    check_transform(ic, inputs=lambda shape: z + 0.005 * torch.randn(*shape, len(z), dtype=z.dtype))
+    x, logdet = ic(z)
+    back, logdet_inv = ic.inverse(move_rigidly(x, torch.Generator().manual_seed(0)))
+    torch.testing.assert_close(back, z)
+    torch.testing.assert_close(logdet, -logdet_inv)
+
+
 def test_explicit_zmatrix_with_topology(ala2, ic):
     explicit = InternalCoordinates(ala2, zmatrix=ic.zmatrix.rows)
     assert explicit.zmatrix == ic.zmatrix
@@ -290,6 +362,7 @@ def test_explicit_zmatrix_with_topology(ala2, ic):
         ([(0,), (1, 0), (2, 0), (3, 2, 1, 0)], None, "row 2 must name the atom and 2 partner"),
         ([(0,), (1, 0), (2, 1, 0), (3, 2, 1, 7)], 4, r"must lie in \[0, 4\), got 7"),
         ([(0,), (1, 0)], None, "at least 3 rows"),
+        ([(0,), (1, 0), (2, 1, 0), (3, 2, 1, -1)], None, "row 3 must name the atom and 3"),
     ],
 )
 def test_bad_zmatrix(rows, n_atoms, message):

@@ -170,25 +170,23 @@ def zmatrix_coordinates(
         >>> [t.tolist() for t in zmatrix_coordinates(x, *idx)[:3]]
         [[1.0, 1.0, 1.0], [1.5707963705062866, 1.5707963705062866], [1.5707963705062866]]
     """
-    n_angles, n_torsions = angle.shape[0], torsion.shape[0]
+    # Rows >= 2 are the bond rows from index 1 on, rows >= 3 the angle rows from index 1 on.
     xi = positions[..., atom, :]
     d1 = xi - positions[..., bond, :]  # x_i - x_j, rows >= 1
-    d2 = positions[..., angle, :] - positions[..., bond[-n_angles:], :]  # x_k - x_j, rows >= 2
-    d3 = positions[..., torsion, :] - positions[..., angle[-n_torsions:], :]  # x_l - x_k
+    d2 = positions[..., angle, :] - positions[..., bond[1:], :]  # x_k - x_j, rows >= 2
+    d3 = positions[..., torsion, :] - positions[..., angle[1:], :]  # x_l - x_k, rows >= 3
     bonds = torch.linalg.vector_norm(d1, dim=-1)
-    u = d1[..., -n_angles:, :]
+    u = d1[..., 1:, :]
     c = torch.linalg.cross(u, d2)
     c_norm = torch.linalg.vector_norm(c, dim=-1)
     d2_norm = torch.linalg.vector_norm(d2, dim=-1)
     tiny = torch.finfo(positions.dtype).tiny
     angles = torch.atan2(c_norm, (u * d2).sum(-1))
-    angle_sines = c_norm / (bonds[..., -n_angles:] * d2_norm).clamp_min(tiny)
-    b1 = -u[..., -n_torsions:, :]
-    b2 = d2[..., -n_torsions:, :]
-    torsions, n2 = _dihedral(b1, b2, d3, -c[..., -n_torsions:, :])
-    d3_norm = torch.linalg.vector_norm(d3, dim=-1)
+    angle_sines = c_norm / (bonds[..., 1:] * d2_norm).clamp_min(tiny)
+    torsions, n2 = _dihedral(-u[..., 1:, :], d2[..., 1:, :], d3, -c[..., 1:, :])
     plane = torch.linalg.vector_norm(n2, dim=-1)
-    plane_sines = plane / (d2_norm[..., -n_torsions:] * d3_norm).clamp_min(tiny)
+    d3_norm = torch.linalg.vector_norm(d3, dim=-1)
+    plane_sines = plane / (d2_norm[..., 1:] * d3_norm).clamp_min(tiny)
     return bonds, angles, torsions, angle_sines, plane_sines
 
 

@@ -122,7 +122,8 @@ class ZMatrix:
                     f"{who}: row {r} is not a sequence of integers: {row!r}"
                 ) from None
             width = min(r, 3) + 1
-            if len(values) not in (width, 4) or any(v != -1 for v in values[width:]):
+            malformed = len(values) not in (width, 4) or any(v < 0 for v in values[:width])
+            if malformed or any(v != -1 for v in values[width:]):
                 raise InvalidInput(
                     f"{who}: row {r} must name the atom and {width - 1} partner(s) (padding with "
                     f"-1 allowed), got {tuple(values)}"
