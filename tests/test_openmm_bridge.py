@@ -330,6 +330,15 @@ def test_nonfinite_energies_are_counted_and_returned_as_inf(where, local, pool, 
         assert stats.n_errors == 1 and "NaN" in stats.first_error
 
 
+def test_energies_overflowing_float32_count_as_nonfinite(local, vacuum):
+    x = torch.tensor(_perturbed(vacuum, 2, seed=11))
+    x[1, :3] = 1e17  # atom 0 far away: U ~ 1e39 kJ/mol, finite in float64 only
+    assert torch.isfinite(local.energy(x)).all() and local.last_batch_stats.n_nonfinite == 0
+    u32, f32 = local.energy_and_force(x.float())
+    assert torch.isfinite(u32[0]) and torch.isinf(u32[1]) and (f32[1] == 0).all()
+    assert local.last_batch_stats.n_nonfinite == 1
+
+
 def test_linlogcut_regularises_nonfinite_openmm_energies(local, vacuum):
     x = _bad_batch(vacuum).requires_grad_(True)
     reg = LinLogCut(local, high=1e3, max=1e9)

@@ -154,6 +154,8 @@ class ContextEvaluator:
             ``(n_nonfinite, n_errors, first_error)`` (see :class:`ChunkResult`).
         """
         n = positions.shape[0]
+        if not (forces.flags.c_contiguous and forces.dtype == np.float64):
+            raise ValueError("evaluate_into: expected C-contiguous float64 forces to write into")
         pos = positions.reshape(n, self.n_atoms, 3)
         out = forces.reshape(n, self.n_atoms, 3)
         set_positions = self.context.setPositions

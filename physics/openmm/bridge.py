@@ -384,21 +384,31 @@ class OpenMMEnergy(Energy):
         super()._check_x(x)
 
     def _compute(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Reduced energies ``(B,)`` and forces ``(B, 3N)`` of flat points ``(B, 3N)``."""
+        """Reduced energies ``(B,)`` and forces ``(B, 3N)`` of flat points ``(B, 3N)``.
+
+        Computed in float64 and cast to ``x``'s dtype and device; rows whose energy or forces
+        overflow that dtype are treated like OpenMM's non-finite ones (``+inf``, zero force).
+        """
         n = x.shape[0]
         energies = torch.empty(n, dtype=torch.float64)
         forces = torch.empty(n, self.dim, dtype=torch.float64)
+        run = RunStats()
+        t0 = time.perf_counter()
         if n:
             positions = x.detach().to(device="cpu", dtype=torch.float64).contiguous().numpy()
-            t0 = time.perf_counter()
             batch = Batch(positions, energies.numpy(), forces.numpy())
             run = self._runner_for().evaluate(batch, self._fault_hook)
-            self._record(n, run, time.perf_counter() - t0)
-        energies.mul_(self.beta)
-        forces.mul_(self.beta)
-        return energies.to(device=x.device, dtype=x.dtype), forces.to(
-            device=x.device, dtype=x.dtype
-        )
+        u = energies.mul_(self.beta).to(x.dtype)
+        force = forces.mul_(self.beta).to(x.dtype)
+        if x.dtype != torch.float64 and n:
+            overflow = torch.isinf(u) | torch.isinf(force).any(-1)
+            overflow &= ~torch.isinf(energies)  # not already counted
+            if bool(overflow.any()):
+                u[overflow] = torch.inf
+                force[overflow] = 0.0
+                run.n_nonfinite += int(overflow.sum())
+        self._record(n, run, time.perf_counter() - t0)
+        return u.to(x.device), force.to(x.device)
 
     def _record(self, n: int, run: RunStats, seconds: float) -> None:
         self.last_batch_stats = BatchStats(
