@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import mdtraj
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import scipy.integrate
 import torch
 
+import physics.systems.reference
 from manifoldflows.errors import InvalidInput
 from physics.systems import PHI_ATOMS, alanine_dipeptide
 from physics.systems.reference import (
@@ -128,10 +130,20 @@ def test_shipped_torsions_match_mdtraj(reference, ala2):
     assert _circular_gap(ours[1], psi[:, 0]).max() < 1e-4
 
 
-def test_shipped_energies_match_openmm(reference, ala2):
-    ref = reference
+SHIPPED = sorted(
+    (Path(physics.systems.reference.__file__).parent / "data").glob("*_reference.npz")
+)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_energies_match_openmm(path):
+    ref = load_reference(path=path)
+    assert path.name == reference_filename(ref.forcefield, ref.solvent, ref.temperature)
+    assert ref.frames_train.shape[1:] == (22, 3) and ref.frames_test.shape[1:] == (22, 3)
+    assert ref.metadata["command"] and ref.metadata["md"]["seeds"]
     context = openmm.Context(
-        ala2.system, openmm.VerletIntegrator(0.001), openmm.Platform.getPlatformByName("Reference")
+        ref.system().system, openmm.VerletIntegrator(0.001),
+        openmm.Platform.getPlatformByName("Reference"),
     )
     for frames, energies in ((ref.frames_train, ref.energies_train),
                              (ref.frames_test, ref.energies_test)):
@@ -291,6 +303,9 @@ def test_simulations_refuse_bad_inputs(ala2):
         backbone_torsions(np.zeros((5, 21, 3)))
     with pytest.raises(InvalidInput, match="expected direction"):
         run_umbrella(ala2, seed=0, direction=2)
+    with pytest.raises(InvalidInput, match="expected bootstrap_block_ps at most a quarter of "
+                       r"window_ps \(100\), got 50"):
+        generate_reference(window_ps=100, bootstrap_block_ps=50)
 
 
 def test_generate_reference_round_trip(tmp_path):

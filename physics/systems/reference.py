@@ -157,6 +157,9 @@ ALPHA_R_PSI = (-120.0 * math.pi / 180.0, 50.0 * math.pi / 180.0)
 UMBRELLA_FORCE_GROUP = 31
 #: Plain-MD free energies are reported only for regions entered at least this many times.
 MIN_ENTRIES = 20
+#: Block-length scans (metadata) skip lengths that leave fewer blocks than these.
+MIN_BLOCKS = 8
+MIN_BLOCKS_PER_SERIES = 4
 #: Version of the reference file layout.
 FORMAT_VERSION = 1
 _PACKAGE_DATA = "physics.systems"
@@ -1055,7 +1058,10 @@ def _md_block_scan(
     beta: np.ndarray, alpha: np.ndarray, runs: np.ndarray, lengths: Sequence[int]
 ) -> dict[str, dict[str, float] | None]:
     scan = {}
+    sizes = np.bincount(runs.astype(np.int64))
     for length in lengths:
+        if int(np.sum(sizes // length)) < MIN_BLOCKS:
+            continue  # too few blocks for a meaningful error
         try:
             estimate = block_free_energy_difference(beta, alpha, runs=runs, block_length=length)
         except InvalidInput:
@@ -1179,7 +1185,10 @@ def _assemble(
             }
         )
     bootstrap_scan = {}
+    shortest = int(np.bincount(u_series.astype(np.int64)).min())
     for length_ps in settings["bootstrap_scan_ps"]:
+        if length_ps / u_interval * MIN_BLOCKS_PER_SERIES > shortest:
+            continue  # a series of too few blocks: the bootstrap cannot see its variance
         scan = umbrella_mbar(
             u_cv,
             u_window,
@@ -1366,7 +1375,8 @@ def generate_reference(
             ``force_constant``, ``production_ps``, ``equilibration_ps``, ``frame_interval_ps``,
             ``initial_equilibration_ps``).
         md_block_ps: block length of the MD error bars.
-        bootstrap_block_ps: block length of the umbrella bootstrap.
+        bootstrap_block_ps: block length of the umbrella bootstrap (at most a quarter of
+            ``window_ps``, or the bootstrap cannot see the variance of a window).
         n_bootstrap: bootstrap replicates.
         train_stride, test_stride: strides of the shipped Cartesian frames.
         processes: worker processes (tasks run in parallel; 1 runs them here).
@@ -1390,6 +1400,11 @@ def generate_reference(
             f"md_seeds={list(md_seeds)}, umbrella_seeds={list(umbrella_seeds)}"
         )
     processes = positive_int(processes, "processes", who)
+    if 4 * bootstrap_block_ps > window_ps:
+        raise InvalidInput(
+            f"{who}: expected bootstrap_block_ps at most a quarter of window_ps ({window_ps}), "
+            f"got {bootstrap_block_ps}"
+        )
     settings = {
         "md_block_ps": positive_float(md_block_ps, "md_block_ps", who),
         "bootstrap_block_ps": positive_float(bootstrap_block_ps, "bootstrap_block_ps", who),

@@ -71,7 +71,7 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -358,10 +358,10 @@ class Reweighting:
             )
         return mask
 
-    def _estimate(self, statistic: object, *masks: np.ndarray) -> Estimate:
-        value = statistic(self.log_weights, *masks)  # type: ignore[operator]
+    def _estimate(self, statistic: Callable[..., float], *masks: np.ndarray) -> Estimate:
+        value = statistic(self.log_weights, *masks)
         replicas = [
-            statistic(lw, *(m[idx] for m in masks))  # type: ignore[operator]
+            statistic(lw, *(m[idx] for m in masks))
             for idx, lw in zip(self.replicate_indices, self.replicate_log_weights)
         ]
         replicas = np.asarray(replicas, dtype=np.float64)
