@@ -19,11 +19,14 @@ The shipped amber99sbildn/implicit reference was generated with::
         --solvent implicit --md-ps 10000 --md-seeds 1 2 --umbrella-seeds 11 12 --processes 2 \\
         --output physics/systems/data/alanine_dipeptide_amber99sbildn_implicit_reference.npz
 
-(about 15 minutes on 2 idle cores; its metadata records the command and the wall times). A quick
-look at a smaller system of the benchmarks, written into the cache::
+(about 15 minutes on 2 idle cores, 34 on the busy ones it ran on; its metadata records the
+command and the wall times). The smaller amber96 reference that ships too (10 minutes)::
 
     nice -n 19 .venv/bin/python examples/alanine_reference_md.py --forcefield amber96 \\
-        --md-ps 2000 --window-ps 100
+        --md-ps 3000 --window-ps 100 --bootstrap-block-ps 20 --train-stride 2 --test-stride 3 \\
+        --output physics/systems/data/alanine_dipeptide_amber96_implicit_reference.npz
+
+Without ``--output`` the file goes into the user cache, where ``load_reference`` finds it.
 """
 
 from __future__ import annotations
