@@ -336,6 +336,15 @@ def test_batch_shapes_and_chunks(systems, configurations, device):
     torch.testing.assert_close(f_c, force, rtol=1e-12, atol=1e-9)
 
 
+def test_chunk_size(systems):
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(InvalidInput, match="chunk_size"):
+            TorchForceField.from_openmm(systems["amber96-vacuum"], chunk_size=bad)
+    ff = TorchForceField.from_openmm(systems["amber96-vacuum"])
+    assert ff.chunk_size is None
+    assert ff._chunk(torch.device("cpu")) == max(1, (1 << 17) * torch.get_num_threads() // 22**2)
+
+
 def test_dtype_and_device_follow_the_input(systems, configurations, device, dtype):
     ff = TorchForceField.from_openmm(systems["amber99sbildn-implicit"])
     assert all(b.dtype in (torch.float64, torch.long) for b in ff.buffers())
