@@ -366,14 +366,24 @@ def test_worker_killed_by_hook_is_replaced_and_chunk_rerun(vacuum, local):
         assert len(after) == 2 and before[0] not in after and _gone(before[0])
 
 
+def _kill_when_busy(pid: int) -> None:
+    """kill -9 ``pid`` as soon as it has used 20 ms of CPU time: in the middle of its chunk."""
+    process = psutil.Process(pid)
+    start = sum(process.cpu_times()[:2])
+    deadline = time.monotonic() + 30.0
+    while sum(process.cpu_times()[:2]) - start < 0.02 and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.kill(pid, signal.SIGKILL)
+
+
 def test_worker_killed_from_outside_mid_batch(vacuum, local):
     base = torch.tensor(_perturbed(vacuum, 50, seed=4))
-    x = base.repeat(400, 1)  # 20000 configurations: ~0.5 s on 2 idle cores
+    x = base.repeat(400, 1)  # 20000 configurations: 10000 (>= 0.1 s) per worker
     expected = local.energy(base).repeat(400)
     with OpenMMEnergy(vacuum, n_workers=2) as energy:
         energy.start()
         victim = energy.worker_pids[1]
-        killer = threading.Timer(0.15, os.kill, (victim, signal.SIGKILL))
+        killer = threading.Thread(target=_kill_when_busy, args=(victim,))
         killer.start()
         u = energy.energy(x)
         killer.join()
@@ -460,7 +470,7 @@ from physics.openmm.bridge import OpenMMEnergy
 from physics.systems import alanine_dipeptide
 mol = alanine_dipeptide("vacuum")
 energy = OpenMMEnergy(mol, n_workers=2)
-x = torch.tensor(mol.positions.reshape(1, -1)).repeat(40000, 1)
+x = torch.tensor(mol.positions.reshape(1, -1)).repeat(100000, 1)  # >= 1 s on 2 workers
 x = x + 0.01 * torch.randn_like(x)
 energy.energy(x[:10])
 print("pids", *energy.worker_pids, flush=True)
@@ -469,7 +479,7 @@ _SCRIPTS = {
     # Ctrl-C during a batch, the pool recovers; a forked child gets its own pool and leaves
     # the parent's alone; the script exits without close().
     "interrupt": """
-threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
 try:
     energy.energy(x)
     print("not interrupted", flush=True)
