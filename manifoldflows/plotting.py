@@ -37,6 +37,8 @@ __all__ = [
     "plot_samples_2d",
     "plot_circle_density",
     "plot_torus_density",
+    "torus_histogram",
+    "plot_torus_histogram",
     "plot_sphere_density",
     "save_figure",
     "new_axes",
@@ -498,10 +500,7 @@ def plot_torus_density(
     """
     who = "plot_torus_density"
     grid = _check_grid(grid, who)
-    try:
-        xlabel, ylabel = (str(v) for v in labels)
-    except (TypeError, ValueError):
-        raise ValueError(f"{who}: expected two axis labels, got {labels!r}") from None
+    xlabel, ylabel = _two_labels(labels, who)
     space = Torus(2)
     centres = -math.pi + (torch.arange(grid, dtype=torch.float64) + 0.5) * (2 * math.pi / grid)
     g1, g2 = torch.meshgrid(centres, centres, indexing="xy")  # rows: second angle
@@ -519,6 +518,11 @@ def plot_torus_density(
     if samples is not None:
         pts = np.degrees(_angles(samples, 2, who))
         ax.scatter(pts[:, 0], pts[:, 1], s=sample_size, c="white", alpha=0.4, linewidths=0)
+    return _torus_frame(ax, xlabel, ylabel)
+
+
+def _torus_frame(ax: Axes, xlabel: str, ylabel: str) -> Axes:
+    """Square ``[-180, 180]^2`` degree axes with ticks every 90 degrees and the labels."""
     ax.set_xlim(-180.0, 180.0)
     ax.set_ylim(-180.0, 180.0)
     ticks = [-180, -90, 0, 90, 180]
@@ -528,6 +532,125 @@ def plot_torus_density(
     ax.set_ylabel(ylabel)
     ax.set_aspect("equal")
     return ax
+
+
+def _two_labels(labels: Sequence[str], who: str) -> tuple[str, str]:
+    try:
+        first, second = (str(v) for v in labels)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: expected two axis labels, got {labels!r}") from None
+    return first, second
+
+
+def torus_histogram(
+    angles: Tensor | np.ndarray,
+    weights: Tensor | np.ndarray | None = None,
+    *,
+    bins: int = 64,
+) -> np.ndarray:
+    r"""Normalised histogram of points on the torus ``T^2`` over ``[-pi, pi)^2``.
+
+    Angles are wrapped to ``[-pi, pi)`` and counted in ``bins x bins`` equal cells; with
+    weights each point counts with its weight. The result sums to 1:
+
+    .. math:: P_{ij} = \frac{\sum_k w_k\, 1[(t_{k1}, t_{k2}) \in \text{cell}_{ij}]}{\sum_k w_k}.
+
+    Arguments:
+        angles: ``(m, 2)`` angles in radians (e.g. backbone torsions ``(phi, psi)``).
+        weights: optional ``(m,)`` non-negative weights (need not be normalised).
+        bins: cells per axis.
+
+    Returns:
+        A float64 array ``(bins, bins)``: first index the first angle, second index the second.
+
+    Example:
+        >>> P = torus_histogram(np.array([[0.1, 0.1], [-3.0, 3.0]]), np.array([3.0, 1.0]), bins=2)
+        >>> P.tolist()
+        [[0.0, 0.25], [0.0, 0.75]]
+    """
+    who = "torus_histogram"
+    bins = _check_grid(bins, who, low=1)
+    points = _angles(angles, 2, who)
+    if weights is not None:
+        w = (
+            weights.detach().cpu().double().numpy()
+            if isinstance(weights, Tensor)
+            else np.asarray(weights, dtype=np.float64)
+        )
+        if w.shape != (len(points),) or not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError(
+                f"{who}: expected {len(points)} finite non-negative weights, got shape "
+                f"{tuple(w.shape)}"
+            )
+    else:
+        w = np.ones(len(points))
+    total = w.sum()
+    if not total > 0:
+        raise ValueError(f"{who}: expected points with positive total weight, got {total}")
+    limits = [[-np.pi, np.pi], [-np.pi, np.pi]]
+    counts, _, _ = np.histogram2d(points[:, 0], points[:, 1], bins=bins, range=limits, weights=w)
+    return counts / total
+
+
+def plot_torus_histogram(
+    angles: Tensor | np.ndarray,
+    weights: Tensor | np.ndarray | None = None,
+    ax: Axes | None = None,
+    *,
+    bins: int = 64,
+    free_energy: bool = True,
+    vmax: float | None = None,
+    labels: Sequence[str] = ("angle 1 (degrees)", "angle 2 (degrees)"),
+    cmap: str = "viridis",
+) -> Axes:
+    r"""Heat map of (weighted) samples on the torus ``T^2``: a Ramachandran histogram.
+
+    The samples are binned by :func:`torus_histogram`; the picture shows either the free
+    energy ``F_ij = -log P_ij`` shifted to a minimum of 0 (in units of ``kT`` when the samples
+    are Boltzmann distributed; ``free_energy=True``, the usual Ramachandran free-energy
+    surface) or the probability per square radian ``P_ij / (2 pi / bins)^2``. Empty cells stay
+    blank. Axes as :func:`plot_torus_density` (degrees, first angle horizontal); give several
+    panels the same ``vmax`` to compare them on one colour scale.
+
+    Arguments:
+        angles: ``(m, 2)`` angles in radians.
+        weights: optional ``(m,)`` non-negative weights (e.g. importance weights).
+        ax: axes to draw on (default: a new figure).
+        bins: cells per axis.
+        free_energy: draw ``-log P`` (minimum 0) instead of the density.
+        vmax: top of the colour scale (default: the largest value drawn).
+        labels: axis labels (first and second angle).
+        cmap: matplotlib colour map name.
+
+    Returns:
+        The axes drawn on (its image is ``ax.images[0]``).
+
+    Example:
+        >>> angles = torch.rand(500, 2) * 2 - 1
+        >>> ax = plot_torus_histogram(angles, bins=16, vmax=5.0, labels=("phi", "psi"))
+        >>> ax.get_xlabel(), ax.images[0].get_clim()[1]
+        ('phi', 5.0)
+    """
+    who = "plot_torus_histogram"
+    xlabel, ylabel = _two_labels(labels, who)
+    prob = torus_histogram(angles, weights, bins=bins)
+    with np.errstate(divide="ignore"):
+        values = -np.log(prob) if free_energy else prob / (2 * np.pi / bins) ** 2
+    shown = np.where(prob > 0, values, np.nan)
+    if free_energy:
+        shown = shown - np.nanmin(shown)
+    if ax is None:
+        ax = new_axes(1)[0]
+    ax.imshow(
+        shown.T,  # rows: second angle
+        origin="lower",
+        extent=(-180.0, 180.0, -180.0, 180.0),
+        cmap=cmap,
+        interpolation="nearest",
+        vmin=0.0,
+        vmax=vmax,
+    )
+    return _torus_frame(ax, xlabel, ylabel)
 
 
 # Matplotlib projections of whole-sphere longitude/latitude maps accepted by
