@@ -56,6 +56,11 @@ MODULES = (
     "physics.regularize",
     "physics.sampling",
     "physics.stratified",
+    "physics.systems",
+    "physics.systems.reference",
+    "physics.openmm",
+    "physics.openmm.platforms",
+    "physics.coordinates",
 )
 #: Top-level packages whose classes count as ours (``physics`` pages are named by full path).
 PACKAGES = (PACKAGE, "physics")
