@@ -202,6 +202,8 @@ def test_evaluate_chunk_matches_direct_and_caches_its_context(vacuum, configs):
     first = _worker._cached_evaluator(xml, "Reference", None)
     evaluate_chunk(xml, x.reshape(len(x), 22, 3))
     assert _worker._cached_evaluator(xml, "Reference", None) is first
+    with pytest.raises(ValueError, match=r"shape \(n, 66\) or \(n, 22, 3\), got \(16, 63\)"):
+        evaluate_chunk(xml, x[:, :63])
 
 
 def test_autograd_gradient_is_minus_force(local, pool, configs):

@@ -257,6 +257,11 @@ def evaluate_chunk(
     """
     evaluator = _cached_evaluator(system_xml, platform, properties)
     flat = np.ascontiguousarray(positions, dtype=np.float64).reshape(len(positions), -1)
+    if flat.shape[1] != 3 * evaluator.n_atoms:
+        raise ValueError(
+            f"evaluate_chunk: expected positions of shape (n, {3 * evaluator.n_atoms}) or "
+            f"(n, {evaluator.n_atoms}, 3), got {np.shape(positions)}"
+        )
     energies = np.empty(flat.shape[0])
     forces = np.empty_like(flat)
     n_bad, n_errors, first_error = evaluator.evaluate_into(flat, energies, forces)
