@@ -7,6 +7,11 @@ r"""Training: the ready-made loop :func:`fit`, and the pieces it is made of, for
 * objectives ``(model, step) -> loss`` (:class:`Objective`): :func:`maximum_likelihood`,
   :class:`MinibatchLoss`, :class:`ReverseKL`, :func:`annealed_reverse_kl` with
   :func:`geometric_annealing`; data in :class:`Minibatches`, validation by :func:`mean_nll`;
+* energy-based training that reports its budget: :class:`KLObjective` (forward, reverse, mixed
+  and annealed KL, dropping samples with NaN/inf energy), :class:`FAB` (flow annealed
+  importance sampling bootstrap, :func:`fab_annealed_importance_sampling`) with a
+  :class:`PrioritisedReplayBuffer`; :class:`Monitor` (progress bar with loss, ESS and energy
+  evaluations, a :class:`TrainingRecord`) and :class:`CountedTarget`;
 * :class:`EarlyStopping` — patience, best weights restored;
 * files — :func:`save_checkpoint` / :func:`load_checkpoint` (with :class:`RandomStates`),
   :func:`save_model` / :func:`load_model`, :func:`atomic_save`.
@@ -44,8 +49,11 @@ from .checkpoint import (
     save_model,
 )
 from .early_stopping import EarlyStopping
+from .fab import FAB, FABSamples, fab_annealed_importance_sampling
 from .fit import fit
 from .history import History
+from .kl import KLObjective, robust_reverse_kl
+from .monitor import CountedTarget, Monitor, TrainingRecord
 from .objectives import (
     MinibatchLoss,
     Objective,
@@ -54,6 +62,7 @@ from .objectives import (
     geometric_annealing,
     maximum_likelihood,
 )
+from .replay import PrioritisedReplayBuffer, ReplayBatch
 from .step import NonFiniteLoss, training_step
 
 __all__ = [
@@ -67,6 +76,16 @@ __all__ = [
     "ReverseKL",
     "annealed_reverse_kl",
     "geometric_annealing",
+    "KLObjective",
+    "robust_reverse_kl",
+    "FAB",
+    "FABSamples",
+    "fab_annealed_importance_sampling",
+    "PrioritisedReplayBuffer",
+    "ReplayBatch",
+    "Monitor",
+    "TrainingRecord",
+    "CountedTarget",
     "Minibatches",
     "mean_nll",
     "to_model",
