@@ -342,7 +342,9 @@ def test_chunk_size(systems):
             TorchForceField.from_openmm(systems["amber96-vacuum"], chunk_size=bad)
     ff = TorchForceField.from_openmm(systems["amber96-vacuum"])
     assert ff.chunk_size is None
-    assert ff._chunk(torch.device("cpu")) == max(1, (1 << 17) * torch.get_num_threads() // 22**2)
+    threads = torch.get_num_threads()
+    assert ff._chunk(torch.zeros(1, dtype=torch.float64)) == (1 << 17) * threads // 22**2
+    assert ff._chunk(torch.zeros(1, dtype=torch.float32)) == (1 << 18) * threads // 22**2
 
 
 def test_dtype_and_device_follow_the_input(systems, configurations, device, dtype):
