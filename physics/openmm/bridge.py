@@ -175,7 +175,7 @@ class OpenMMEnergy(Energy):
     Evaluation runs in this process (``n_workers=0``), in a pool of worker processes
     (``n_workers >= 1``: the batch is split into one chunk per worker, moved through shared
     memory; see :mod:`physics.openmm.pool`), or on an ``executor``. The pool starts on the
-    first batch (or :meth:`start`; 0.5-1 s for two workers on 2 busy cores) and stays up until
+    first batch (or :meth:`start`; 0.22 s for two workers on 2 idle cores) and stays up until
     :meth:`close`, the end of a ``with`` block, garbage collection or interpreter exit. A worker
     that dies is replaced and its chunk run again; one that takes longer than ``timeout``
     seconds on a chunk is killed, replaced and its chunk run again; after ``max_retries``
@@ -191,14 +191,22 @@ class OpenMMEnergy(Energy):
     :attr:`last_batch_stats` and ``total_nonfinite`` (wrap in
     :class:`physics.regularize.LinLogCut` to cap them).
 
-    Measured on the 2-core reference machine (alanine dipeptide, batch 16384, energies and
-    forces per second, best of 6; the machine was shared with other jobs throughout, load 3-8):
-    a bare OpenMM loop (``setPositions`` + ``getState`` + ``getForces(asNumpy=True)``) 23k/s
-    in vacuum and 13k/s in implicit solvent; in-process 43k/s and 18k/s (the forces are read
-    into the output without OpenMM's unit wrapping, which costs ~27 µs per call, more than a
-    vacuum evaluation); 2 workers 45k/s and 18k/s. The pool adds about 1 ms per batch plus
-    three memory passes over it (~9 ms at 16384), so with two free cores it can approach twice
-    the in-process rate; on the shared machine the workers rarely had two cores.
+    Measured on the 2-core reference machine, idle (alanine dipeptide, energies and forces per
+    second, best of 6, batch 64 / 1024 / 16384):
+
+    ==========================  ====================  ====================
+    evaluation                  vacuum                implicit (OBC)
+    ==========================  ====================  ====================
+    bare OpenMM loop [#]_       22k / 26k / 25k       13k / 14k / 14k
+    ``n_workers=0``             45k / 50k / 51k       18k / 19k / 20k
+    ``n_workers=2``             55k / 76k / 101k      28k / 37k / 39k
+    ==========================  ====================  ====================
+
+    .. [#] ``setPositions`` + ``getState(energy, forces)`` + ``getForces(asNumpy=True)`` in one
+       process. In-process is faster because the forces are read into the output without
+       OpenMM's unit wrapping (~27 µs per call, more than a vacuum evaluation).
+
+    On a machine busy with other jobs the pool gains only what free cores it gets.
 
     Arguments:
         system: an ``openmm.System``, or an object with ``.system`` (an ``openmm.System``) and

@@ -7,9 +7,10 @@ Design:
   which is unsafe with torch's threads). It imports NumPy and OpenMM only, creates its own
   ``Context`` from the serialized system (contexts cannot be pickled) and needs no
   ``if __name__ == "__main__"`` guard in the user's script. Start-up of two workers for
-  alanine dipeptide, measured on 2 busy cores (load 3-5): 0.45-1.0 s, against 10-11 s for a
-  ``ProcessPoolExecutor`` with ``multiprocessing``'s ``spawn`` or ``forkserver`` method, whose
-  children import ``physics`` and hence torch to unpickle their target. The pool starts on the
+  alanine dipeptide, measured on 2 idle cores: 0.22 s (0.45-1.0 s when the cores are busy),
+  against 2.3 s (10-11 s busy) for a ``ProcessPoolExecutor`` with ``multiprocessing``'s
+  ``spawn`` or ``forkserver`` method, whose children import ``physics`` and hence torch to
+  unpickle their target. The pool starts on the
   first batch (or :meth:`WorkerPool.start`) and is reused afterwards.
 * **Transport.** One anonymous shared-memory file (``memfd_create``; an unlinked temporary
   file where that is missing) holds positions, energies and forces of the whole batch as
