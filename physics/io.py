@@ -8,14 +8,13 @@ open directly:
 
 =====================  ======================================================================
 ``topology.pdb``        the topology with the first frame's coordinates
-``samples.dcd``         every frame (or ``.xtc`` / ``.h5``; see :func:`save_samples`)
+``samples.dcd``         every frame (or ``samples.xtc``; see :func:`save_samples`)
 ``log_weights.npy``     ``(n,)`` float64 log importance weights, one per frame, up to a constant
 =====================  ======================================================================
 
 Reweighted averages over the frames are ``sum_i w_i f(x_i) / sum_i w_i`` with
-``w_i = exp(log_weights[i] - max(log_weights))``. DCD and XTC store single-precision Angstrom
-(XTC: 1e-3 nm); a round trip is exact to about ``1e-4`` nm (DCD) and ``1e-3`` nm (XTC); HDF5
-keeps float32 nm.
+``w_i = exp(log_weights[i] - max(log_weights))``. DCD stores single-precision Angstrom (a
+round trip is exact to about ``1e-5`` nm), XTC compresses to ``1e-3`` nm.
 
 References:
     R. T. McGibbon et al., "MDTraj: a modern open library for the analysis of molecular
@@ -51,7 +50,7 @@ __all__ = [
 ]
 
 #: Trajectory formats :func:`save_samples` writes (file ``samples.<format>``).
-TRAJECTORY_FORMATS = ("dcd", "xtc", "h5")
+TRAJECTORY_FORMATS = ("dcd", "xtc")
 TOPOLOGY_FILE = "topology.pdb"
 LOG_WEIGHTS_FILE = "log_weights.npy"
 
@@ -281,7 +280,7 @@ def load_samples(directory: str | os.PathLike) -> SavedSamples:
     missing = [str(path / name) for name in (TOPOLOGY_FILE, LOG_WEIGHTS_FILE)]
     missing = [m for m in missing if not Path(m).is_file()]
     if not found:
-        missing.append(str(path / "samples.{" + ",".join(TRAJECTORY_FORMATS) + "}"))
+        missing.append(str(path / ("samples.{" + ",".join(TRAJECTORY_FORMATS) + "}")))
     if missing:
         raise FileNotFoundError(
             f"{who}: expected samples written by save_samples in {str(path)!r}; missing "

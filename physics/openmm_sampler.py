@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -98,11 +99,12 @@ def _as_flow(obj: object, who: str) -> Distribution:
 def load_flow(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> Distribution:
     """Load a trained generator from a checkpoint, in one call, ready to draw and score.
 
-    A file written by ``torch.save(flow, path)`` (a whole :class:`~manifoldflows.core.Flow`
-    module) is read with ``torch.load``; any other checkpoint (e.g. a state dict with the
-    builder's options) goes to ``physics.generator.load_generator(path)``. The result, or its
-    ``.flow``, must have ``sample_and_log_prob`` and ``log_prob``; it is returned in ``eval``
-    mode. Checkpoints are pickles: load only files you trust.
+    A Boltzmann-generator file (:func:`physics.generator.save_generator`, or a checkpoint of
+    :func:`manifoldflows.training.fit`) is rebuilt by :func:`physics.generator.load_generator`
+    (weights only, nothing unpickled). Any other file is read with ``torch.load`` as a whole
+    pickled module (``torch.save(flow, path)``); pickles run code: load only files you trust.
+    The result, or its ``.flow``, must have ``sample_and_log_prob`` and ``log_prob``; it is
+    returned in ``eval`` mode.
 
     Arguments:
         path: the checkpoint file.
@@ -127,11 +129,12 @@ def load_flow(path: str | os.PathLike, *, map_location: str | torch.device = "cp
     who = "load_flow"
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{who}: no checkpoint file {str(path)!r}")
-    obj = torch.load(path, map_location=map_location, weights_only=False)
-    if not isinstance(obj, torch.nn.Module):
-        from .generator import load_generator  # the builder's checkpoint format
+    from .generator import load_generator  # the builder's checkpoint format
 
-        obj = load_generator(path)
+    try:
+        obj = load_generator(path)  # weights only: no code is unpickled
+    except (InvalidInput, pickle.UnpicklingError):
+        obj = torch.load(path, map_location=map_location, weights_only=False)
     flow = _as_flow(obj, who)
     if isinstance(flow, torch.nn.Module):
         flow.eval()
