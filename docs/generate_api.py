@@ -61,6 +61,9 @@ MODULES = (
     "physics.openmm",
     "physics.openmm.platforms",
     "physics.coordinates",
+    "physics.evaluation",
+    "physics.io",
+    "physics.openmm_sampler",
 )
 #: Top-level packages whose classes count as ours (``physics`` pages are named by full path).
 PACKAGES = (PACKAGE, "physics")

@@ -1,7 +1,18 @@
-"""physics: Boltzmann targets (energies), particle systems, energy regularisers and
+"""physics: Boltzmann targets (energies), particle systems, molecular systems and their
+energies (OpenMM bridge, torch force field), internal coordinates, energy regularisers and
 importance-sampling estimates (log Z, free energies, flow-based MCMC)."""
 
-from . import sampling, stratified, toy_manifold
+from . import (
+    coordinates,
+    evaluation,
+    io,
+    openmm,
+    openmm_sampler,
+    sampling,
+    stratified,
+    systems,
+    toy_manifold,
+)
 from .energy import Energy, TemperatureConditioned
 from .particles import DW4, LJ13, LennardJones, PairDoubleWell, ParticleEnergy, remove_com
 from .regularize import Clip, LinLogCut, RegularizedEnergy
@@ -14,6 +25,12 @@ from .toy import (
 )
 
 __all__ = [
+    "coordinates",
+    "evaluation",
+    "io",
+    "openmm",
+    "openmm_sampler",
+    "systems",
     "sampling",
     "stratified",
     "toy_manifold",
