@@ -15,11 +15,11 @@ import torch
 
 from manifoldflows.errors import InvalidInput
 from physics.systems import (
-    ALANINE_DIPEPTIDE_PDB,
     PHI_ATOMS,
     PSI_ATOMS,
     MolecularSystem,
     alanine_dipeptide,
+    alanine_dipeptide_pdb,
 )
 
 
@@ -54,7 +54,7 @@ def test_alanine_dipeptide_systems(solvent, forcefield):
     )
     # the shipped geometry equals the PDB read by OpenMM, and the system is the same as one
     # parameterised directly with the force-field files
-    pdb = app.PDBFile(ALANINE_DIPEPTIDE_PDB)
+    pdb = app.PDBFile(alanine_dipeptide_pdb())
     np.testing.assert_allclose(ala2.positions, pdb.getPositions(asNumpy=True)._value)
     files = {"amber99sbildn": "amber99sbildn.xml", "amber96": "amber96.xml"}[forcefield]
     solvent_file = {"amber99sbildn": "amber99_obc.xml", "amber96": "amber96_obc.xml"}[forcefield]
@@ -115,7 +115,7 @@ def test_pickle_and_pdb_round_trip():
 
 
 def test_from_openmm_with_a_users_system():
-    pdb = app.PDBFile(ALANINE_DIPEPTIDE_PDB)
+    pdb = app.PDBFile(alanine_dipeptide_pdb())
     system = app.ForceField("amber14-all.xml").createSystem(pdb.topology)
     mol = MolecularSystem(system, pdb.topology, pdb.positions, temperature=350)
     assert mol.n_atoms == 22 and mol.temperature == 350.0
@@ -123,7 +123,7 @@ def test_from_openmm_with_a_users_system():
 
 
 def test_unparameterisable_residue_is_named(tmp_path):
-    text = Path(ALANINE_DIPEPTIDE_PDB).read_text().replace("NME A   3", "XYZ A   3")
+    text = Path(alanine_dipeptide_pdb()).read_text().replace("NME A   3", "XYZ A   3")
     path = tmp_path / "bad.pdb"
     path.write_text(text)
     with pytest.raises(InvalidInput, match=r"no template for residue\(s\) .*XYZ 3 \(chain A"):
@@ -158,9 +158,9 @@ def test_bad_constructor_input():
     with pytest.raises(InvalidInput, match="expected a PDB file"):
         MolecularSystem.from_pdb("/nonexistent.pdb", "amber99sbildn.xml")
     with pytest.raises(InvalidInput, match="nonbonded_method"):
-        MolecularSystem.from_pdb(ALANINE_DIPEPTIDE_PDB, "amber99sbildn.xml", nonbonded_method="x")
+        MolecularSystem.from_pdb(alanine_dipeptide_pdb(), "amber99sbildn.xml", nonbonded_method="x")
     with pytest.raises(InvalidInput, match="cannot load the force-field files"):
-        MolecularSystem.from_pdb(ALANINE_DIPEPTIDE_PDB, "no_such_forcefield.xml")
+        MolecularSystem.from_pdb(alanine_dipeptide_pdb(), "no_such_forcefield.xml")
     nan = ala2.positions.copy()
     nan[0, 0] = np.nan
     with pytest.raises(InvalidInput, match="finite"):

@@ -31,10 +31,18 @@ from manifoldflows.errors import InvalidInput
 
 from .molecular import MolecularSystem
 
-__all__ = ["alanine_dipeptide", "ALANINE_DIPEPTIDE_PDB", "FORCE_FIELDS", "PHI_ATOMS", "PSI_ATOMS"]
+__all__ = ["alanine_dipeptide", "alanine_dipeptide_pdb", "FORCE_FIELDS", "PHI_ATOMS", "PSI_ATOMS"]
 
-#: Path of the shipped ACE-ALA-NME structure.
-ALANINE_DIPEPTIDE_PDB = str(resources.files("physics.systems") / "data" / "alanine-dipeptide.pdb")
+
+
+def alanine_dipeptide_pdb() -> str:
+    """Path of the ACE-ALA-NME structure shipped with the package.
+
+    Example:
+        >>> alanine_dipeptide_pdb().endswith("alanine-dipeptide.pdb")
+        True
+    """
+    return str(resources.files("physics.systems") / "data" / "alanine-dipeptide.pdb")
 
 #: Force-field files per (forcefield, solvent).
 FORCE_FIELDS = {
@@ -98,7 +106,7 @@ def alanine_dipeptide(
             f"got {forcefield!r}"
         )
     return MolecularSystem.from_pdb(
-        ALANINE_DIPEPTIDE_PDB,
+        alanine_dipeptide_pdb(),
         FORCE_FIELDS[(forcefield, solvent)],
         temperature=temperature,
         nonbonded_method="NoCutoff",
