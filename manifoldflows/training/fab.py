@@ -297,7 +297,10 @@ class FAB:
     After every call, :attr:`diagnostics` holds (from the latest AIS run) ``"ess"``: the
     relative ESS of the flow's own importance weights at the AIS start points (plain samples
     of ``q``, w.r.t. ``p``), ``"ess_ais"``: that of the AIS weights (w.r.t. ``p^alpha
-    q^(1 - alpha)``), ``"acceptance"`` and ``"step_size"``.
+    q^(1 - alpha)``), ``"alpha_div"``: the Monte-Carlo alpha-divergence objective of those
+    flow samples, ``log(mean w^alpha) / (alpha - 1) = D_alpha(p || q) + alpha/(alpha - 1) log Z``
+    (what FAB minimises; as :func:`~manifoldflows.losses.alpha_divergence` computes it),
+    ``"acceptance"`` and ``"step_size"`` (the one used).
 
     Arguments:
         target: callable ``x -> u(x)`` or object with ``.energy(x)`` (differentiable).
@@ -327,7 +330,7 @@ class FAB:
         >>> fab = FAB(u, 128, n_levels=2, buffer=PrioritisedReplayBuffer(1024, 256))
         >>> _ = fit(NSF(2, layers=2, hidden=(16,)), objective=fab, steps=8, progress=False)
         >>> len(fab.buffer), sorted(fab.diagnostics)  # 2 AIS runs fill it to 256, 1 more at step 4
-        (384, ['acceptance', 'ess', 'ess_ais', 'step_size'])
+        (384, ['acceptance', 'alpha_div', 'ess', 'ess_ais', 'step_size'])
     """
 
     def __init__(
@@ -393,6 +396,7 @@ class FAB:
         self.diagnostics = {
             "ess": _relative_ess(samples.log_w_flow),
             "ess_ais": _relative_ess(samples.log_w),
+            "alpha_div": _alpha_objective(samples.log_w_flow, self.alpha),
             "acceptance": acceptance,
             "step_size": self.step_size,
         }
@@ -443,6 +447,14 @@ class FAB:
 def _nan_to(t: Tensor, value: float) -> Tensor:
     """``t`` with NaN replaced by ``value`` (infinities kept, unlike ``torch.nan_to_num``)."""
     return torch.where(torch.isnan(t), torch.full_like(t, value), t)
+
+
+def _alpha_objective(log_w: Tensor, alpha: float) -> float:
+    """``log(mean w^alpha) / (alpha - 1)`` (``-inf`` when every weight is zero)."""
+    if alpha == 1.0:
+        return math.nan
+    mean = torch.logsumexp(alpha * log_w, 0) - math.log(log_w.numel())
+    return float(mean) / (alpha - 1.0)
 
 
 def _relative_ess(log_w: Tensor) -> float:

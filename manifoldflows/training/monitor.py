@@ -191,10 +191,11 @@ class Monitor:
     loss, the objective's ``diagnostics`` (see the module docstring), the number of
     evaluations of ``target`` so far (a :class:`CountedTarget`; evaluations the objective
     declares as monitoring only are subtracted) and the wall time, and updates a ``tqdm`` bar
-    whose postfix shows ``loss``, ``ess`` (relative, in percent), ``evals`` and any
-    ``temperature``. It is itself an :class:`~manifoldflows.training.Objective` and has a
-    ``state_dict`` (the record, the count, the elapsed time and the wrapped objective's own
-    state), so ``fit(model, objective=monitor, checkpoint=..., resume=True)`` resumes all of
+    whose postfix shows ``loss``, ``ess`` (relative, in percent; the latest measured),
+    ``evals`` and, once it has differed from 1, the ``temperature``. It is itself an
+    :class:`~manifoldflows.training.Objective` and has a ``state_dict`` (the record, the count,
+    the elapsed time and the wrapped objective's own state), so ``fit(model,
+    objective=monitor, checkpoint=..., resume=True)`` resumes all of
     them. Call :meth:`close` (or use it as a context manager) to close the bar.
 
     Arguments:
@@ -268,12 +269,13 @@ class Monitor:
                 total=self.steps, initial=step, desc=self.desc, dynamic_ncols=True
             )
         postfix = {"loss": f"{loss:.4g}"}
-        if "ess" in diagnostics and math.isfinite(diagnostics["ess"]):
-            postfix["ess"] = f"{100.0 * diagnostics['ess']:.3g}%"
+        ess = self.record.final("ess")  # the latest measured, also between measurements
+        if ess is not None:
+            postfix["ess"] = f"{100.0 * ess:.3g}%"
         if self.target is not None:
             postfix["evals"] = _short(float(evaluations))
-        if "temperature" in diagnostics:
-            postfix["T"] = f"{diagnostics['temperature']:.3g}"
+        if any(t != 1.0 for t in self.record.diagnostics.get("temperature", [])):
+            postfix["T"] = f"{diagnostics.get('temperature', math.nan):.3g}"
         self._bar.set_postfix(postfix, refresh=False)
         self._bar.update(1)
 
