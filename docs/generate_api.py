@@ -64,6 +64,8 @@ MODULES = (
     "physics.evaluation",
     "physics.io",
     "physics.openmm_sampler",
+    "physics.generator",
+    "physics.training",
 )
 #: Top-level packages whose classes count as ours (``physics`` pages are named by full path).
 PACKAGES = (PACKAGE, "physics")

@@ -5,6 +5,7 @@ importance-sampling estimates (log Z, free energies, flow-based MCMC)."""
 from . import (
     coordinates,
     evaluation,
+    generator,
     io,
     openmm,
     openmm_sampler,
@@ -12,8 +13,10 @@ from . import (
     stratified,
     systems,
     toy_manifold,
+    training,
 )
 from .energy import Energy, TemperatureConditioned
+from .generator import BoltzmannGenerator, load_generator, save_generator
 from .particles import DW4, LJ13, LennardJones, PairDoubleWell, ParticleEnergy, remove_com
 from .regularize import Clip, LinLogCut, RegularizedEnergy
 from .toy import (
@@ -27,6 +30,11 @@ from .toy import (
 __all__ = [
     "coordinates",
     "evaluation",
+    "generator",
+    "training",
+    "BoltzmannGenerator",
+    "load_generator",
+    "save_generator",
     "io",
     "openmm",
     "openmm_sampler",
