@@ -77,6 +77,7 @@ from manifoldflows.errors import InvalidInput
 from .coordinates import chiral_centers, is_l_form, rigid_frame
 from .coordinates.zmatrix import TopologyLike
 from .evaluation import flow_frame, frame_log_jacobian
+from .systems.molecular import kelvin
 
 if TYPE_CHECKING:  # pragma: no cover
     from manifoldflows.distributions import Distribution
@@ -244,12 +245,7 @@ def _kelvin(
                 "temperature= (kelvin)"
             )
         temperature = getter()
-    if unit.is_quantity(temperature):
-        temperature = temperature.value_in_unit(unit.kelvin)
-    value = float(temperature)
-    if not (math.isfinite(value) and value > 0):
-        raise InvalidInput(f"{who}: expected a positive temperature in kelvin, got {value!r}")
-    return value
+    return kelvin(temperature, who)
 
 
 class FlowMetropolisSampler:

@@ -59,7 +59,8 @@ from torch.autograd.function import FunctionCtx, once_differentiable
 from manifoldflows.errors import InvalidInput
 from manifoldflows.spaces import Euclidean
 
-from ..energy import Energy, positive_quantity
+from ..energy import Energy
+from ..systems.molecular import DEFAULT_TEMPERATURE, system_temperature
 from ._worker import ChunkResult, ContextEvaluator, ContextSpec, evaluate_chunk
 from .chunks import Batch, ChunkPolicy, Hook, OpenMMWorkerError, Runner, RunStats
 from .platforms import choose_platform, platform_properties
@@ -76,8 +77,6 @@ __all__ = [
     "HasSystem",
 ]
 
-#: Temperature (K) of an :class:`OpenMMEnergy` built from a plain ``openmm.System``.
-DEFAULT_TEMPERATURE = 300.0
 _log = logging.getLogger("physics.openmm")
 
 
@@ -148,12 +147,6 @@ class _EnergyAndForce(torch.autograd.Function):
     def backward(ctx: FunctionCtx, grad_u: Tensor, grad_force: Tensor) -> tuple[Tensor, None]:
         (force,) = ctx.saved_tensors
         return -grad_u.unsqueeze(-1) * force, None
-
-
-def _kelvin(value: float | openmm.unit.Quantity, who: str) -> float:
-    if openmm.unit.is_quantity(value):
-        value = value.value_in_unit(openmm.unit.kelvin)
-    return positive_quantity(value, who, "the temperature (K)")
 
 
 class OpenMMEnergy(Energy):
@@ -273,9 +266,7 @@ class OpenMMEnergy(Energy):
         n_atoms = omm_system.getNumParticles()
         if n_atoms < 1:
             raise InvalidInput(f"{who}: expected a system with at least one particle, got 0")
-        if temperature is None:
-            temperature = getattr(system, "temperature", None) if system is not omm_system else None
-        temperature = _kelvin(DEFAULT_TEMPERATURE if temperature is None else temperature, who)
+        temperature = system_temperature(system, temperature, who)
         super().__init__(Euclidean(3 * n_atoms), temperature=temperature, units="kJ/mol")
         if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 0:
             raise InvalidInput(f"{who}: expected n_workers as an integer >= 0, got {n_workers!r}")

@@ -115,7 +115,8 @@ from torch.autograd.function import FunctionCtx
 from manifoldflows.errors import InvalidInput
 from manifoldflows.spaces import Euclidean
 
-from ..energy import Energy, positive_quantity
+from ..energy import Energy
+from ..systems.molecular import system_temperature
 from ._openmm_forces import ONE_4PI_EPS0, ForceFieldParameters, read_system
 
 __all__ = [
@@ -466,13 +467,7 @@ class TorchForceField(Energy):
         """
         who = cls.__name__
         omm_system = getattr(system, "system", system)
-        if temperature is None and system is not omm_system:
-            temperature = getattr(system, "temperature", None)
-        if temperature is None:
-            temperature = 300.0
-        if openmm.unit.is_quantity(temperature):
-            temperature = temperature.value_in_unit(openmm.unit.kelvin)
-        temperature = positive_quantity(temperature, who, "the temperature (K)")
+        temperature = system_temperature(system, temperature, who)
         forcefield = cls(
             read_system(omm_system, who), temperature=temperature, chunk_size=chunk_size
         )

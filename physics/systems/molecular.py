@@ -38,7 +38,15 @@ from manifoldflows.errors import InvalidInput
 
 from ..energy import BOLTZMANN_CONSTANT, positive_quantity
 
-__all__ = ["MolecularSystem", "NONBONDED_METHODS", "CONSTRAINTS", "PositionsLike"]
+__all__ = [
+    "MolecularSystem",
+    "NONBONDED_METHODS",
+    "CONSTRAINTS",
+    "PositionsLike",
+    "DEFAULT_TEMPERATURE",
+    "kelvin",
+    "system_temperature",
+]
 
 #: Positions accepted from users: an array or tensor ``(N, 3)`` / ``(3N,)`` in nm, an OpenMM
 #: quantity with length units, or a list of ``Vec3``.
@@ -53,6 +61,32 @@ NONBONDED_METHODS = {
 }
 #: Names accepted by ``constraints=`` (``None``: flexible bonds, the default here).
 CONSTRAINTS = {None: None, "HBonds": app.HBonds, "AllBonds": app.AllBonds, "HAngles": app.HAngles}
+
+
+#: Temperature (K) given to a plain ``openmm.System``, which carries none.
+DEFAULT_TEMPERATURE = 300.0
+
+
+def kelvin(value: float | openmm.unit.Quantity, who: str) -> float:
+    """A temperature in kelvin from a number or an OpenMM quantity, checked positive and finite.
+
+    Example:
+        >>> kelvin(300 * openmm.unit.kelvin, "demo"), kelvin(350, "demo")
+        (300.0, 350.0)
+    """
+    if openmm.unit.is_quantity(value):
+        value = value.value_in_unit(openmm.unit.kelvin)
+    return positive_quantity(value, who, "the temperature (K)")
+
+
+def system_temperature(
+    system: object, temperature: float | openmm.unit.Quantity | None, who: str
+) -> float:
+    """The temperature (K) an energy of ``system`` uses: ``temperature`` when given, else the
+    system's own (a :class:`MolecularSystem`), else :data:`DEFAULT_TEMPERATURE`."""
+    if temperature is None:
+        temperature = getattr(system, "temperature", None)
+    return kelvin(DEFAULT_TEMPERATURE if temperature is None else temperature, who)
 
 
 def _positions_nm(positions: PositionsLike, n_atoms: int, who: str) -> np.ndarray:
@@ -130,7 +164,7 @@ class MolecularSystem:
         self.system = system
         self.topology = topology
         self.positions = _positions_nm(positions, n_atoms, who)
-        self.temperature = positive_quantity(temperature, who, "the temperature (K)")
+        self.temperature = kelvin(temperature, who)
         self.name = str(name)
         self._mdtraj_topology = None
 
