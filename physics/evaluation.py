@@ -30,9 +30,10 @@ distribution ``exp(-u(x))`` on ``R^{3N}``, written in canonical coordinates ``c`
 .. math:: J(c) = r_{01}\, \lvert (x_{a_1} - x_{a_0}) \times (x_{a_2} - x_{a_0}) \rvert
           = r_{01}^2\, r_{02} \sin\theta_{102}
 
-(:func:`frame_log_jacobian`; frame atoms ``a_0, a_1, a_2``), so the MD frames, put into the
-canonical frame, have density ``exp(-u(c)) J(c) / Z``. The importance weights that make flow
-samples exact for that distribution - the one the MD reference samples - are therefore
+(:func:`physics.coordinates.frame_log_jacobian`; frame atoms ``a_0, a_1, a_2``), so the MD
+frames, put into the canonical frame, have density ``exp(-u(c)) J(c) / Z``. The importance
+weights that make flow samples exact for that distribution - the one the MD reference
+samples - are therefore
 
 .. math:: \log w(x) = -u(x) + \log J(x) - \log q(x),
 
@@ -85,7 +86,7 @@ from manifoldflows.estimators import (
 from manifoldflows.plotting import new_axes, plot_torus_histogram, save_figure, torus_histogram
 from manifoldflows.targets import Target, energy_fn
 
-from .coordinates import FixedFrameCartesian, chiral_centers, is_l_form
+from .coordinates import FixedFrameCartesian, chiral_centers, frame_log_jacobian, is_l_form
 from .io import save_samples
 from .systems.reference import (
     backbone_torsions,
@@ -107,7 +108,6 @@ __all__ = [
     "GeneratorReport",
     "FreeEnergyComparison",
     "evaluate_generator",
-    "frame_log_jacobian",
     "flow_frame",
     "bootstrap_ess",
     "histogram_kl",
@@ -129,36 +129,6 @@ KL_EPSILON = 1e-10
 
 
 # ---------------------------------------------------------------------------- weights
-def frame_log_jacobian(x: Tensor, frame: tuple[int, int, int]) -> Tensor:
-    r"""``log J`` of the rigid motions at configurations ``x`` (see the module docstring).
-
-    .. math:: \log J(x) = \log r_{01} + \log\lvert (x_{a_1} - x_{a_0}) \times
-              (x_{a_2} - x_{a_0}) \rvert, \qquad r_{01} = \lvert x_{a_1} - x_{a_0} \rvert,
-
-    the log volume of the rotations and translations through a configuration, relative to
-    the Lebesgue measure of the canonical frame's free coordinates. Invariant under rigid
-    motions.
-
-    Arguments:
-        x: ``(*batch, 3N)`` configurations in nm.
-        frame: the frame atoms ``(a0, a1, a2)``.
-
-    Returns:
-        ``(*batch,)`` log Jacobians.
-
-    Example:
-        >>> x = torch.tensor([0.0, 0, 0, 2, 0, 0, 0, 3, 0])  # r01 = 2, r02 = 3, right angle
-        >>> round(frame_log_jacobian(x, (0, 1, 2)).item(), 6) == round(math.log(2**2 * 3), 6)
-        True
-    """
-    pos = x.reshape(*x.shape[:-1], -1, 3)
-    a0, a1, a2 = frame
-    e1 = pos[..., a1, :] - pos[..., a0, :]
-    e2 = pos[..., a2, :] - pos[..., a0, :]
-    area = torch.linalg.vector_norm(torch.linalg.cross(e1, e2), dim=-1)
-    return torch.log(torch.linalg.vector_norm(e1, dim=-1)) + torch.log(area)
-
-
 def flow_frame(flow: Distribution) -> tuple[int, int, int] | None:
     """The frame atoms of a flow over :class:`~physics.coordinates.FixedFrameCartesian`
     (``None`` for a flow over plain Cartesian space, whose density needs no rigid-body term).

@@ -26,7 +26,7 @@ coordinates, and
 
 .. math:: \log \tilde q(x) = \log q(x) - \log J(x)
 
-with the rigid-motion volume ``J`` of :func:`physics.evaluation.frame_log_jacobian`. For an
+with the rigid-motion volume ``J`` of :func:`physics.coordinates.frame_log_jacobian`. For an
 energy invariant under rigid motions (no external field, no periodic box) the move then
 satisfies detailed balance for ``exp(-u(x))`` on ``R^{3N}`` exactly. A flow over plain
 ``Euclidean(3N)`` is used as it is. After an accepted move the velocities are redrawn from
@@ -74,9 +74,9 @@ from torch import Tensor
 from manifoldflows._checks import positive_int, reference_tensor
 from manifoldflows.errors import InvalidInput
 
-from .coordinates import chiral_centers, is_l_form, rigid_frame
+from .coordinates import chiral_centers, frame_log_jacobian, is_l_form, rigid_frame
 from .coordinates.zmatrix import TopologyLike
-from .evaluation import flow_frame, frame_log_jacobian
+from .evaluation import flow_frame
 from .systems.molecular import kelvin
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -20,7 +20,7 @@ from manifoldflows.distributions.directional import WrappedNormal
 from manifoldflows.errors import InvalidInput
 from manifoldflows.plotting import plot_torus_histogram, torus_histogram
 from manifoldflows.spaces import Torus
-from physics.coordinates import InternalCoordinates
+from physics.coordinates import InternalCoordinates, frame_log_jacobian
 from physics.evaluation import (
     FREE_ENERGIES,
     FreeEnergyComparison,
@@ -28,7 +28,6 @@ from physics.evaluation import (
     bootstrap_ess,
     evaluate_generator,
     flow_frame,
-    frame_log_jacobian,
     histogram_kl,
     total_variation,
 )

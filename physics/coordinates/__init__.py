@@ -36,7 +36,7 @@ Example:
 """
 
 from .chirality import chiral_centers, filter_l_form, is_l_form, l_form_fraction, signed_volumes
-from .frame import FixedFrameCartesian, canonical_positions, rigid_frame
+from .frame import FixedFrameCartesian, canonical_positions, frame_log_jacobian, rigid_frame
 from .internal import InternalCoordinates, InternalStandardization, internal_space
 from .zmatrix import ZMatrix
 
@@ -48,6 +48,7 @@ __all__ = [
     "internal_space",
     "rigid_frame",
     "canonical_positions",
+    "frame_log_jacobian",
     "chiral_centers",
     "signed_volumes",
     "is_l_form",

@@ -31,7 +31,7 @@ from manifoldflows.spaces import Space
 
 from .geometry import sin_angles, unit
 
-__all__ = ["FixedFrameCartesian", "rigid_frame", "canonical_positions"]
+__all__ = ["FixedFrameCartesian", "rigid_frame", "canonical_positions", "frame_log_jacobian"]
 
 
 def rigid_frame(positions: Tensor, frame: tuple[int, int, int]) -> tuple[Tensor, Tensor]:
@@ -64,6 +64,38 @@ def rigid_frame(positions: Tensor, frame: tuple[int, int, int]) -> tuple[Tensor,
     e2 = unit(v - (v * e1).sum(-1, keepdim=True) * e1)
     e3 = torch.linalg.cross(e1, e2)
     return origin, torch.stack([e1, e2, e3], dim=-2)
+
+
+def frame_log_jacobian(x: Tensor, frame: tuple[int, int, int]) -> Tensor:
+    r"""``log J``, the volume of the rigid motions through configurations ``x`` (a term of
+    importance weights between canonical-frame flows and MD frames).
+
+    .. math:: \log J(x) = \log r_{01} + \log\lvert (x_{a_1} - x_{a_0}) \times
+              (x_{a_2} - x_{a_0}) \rvert, \qquad r_{01} = \lvert x_{a_1} - x_{a_0} \rvert,
+
+    the log volume of the rotations and translations through a configuration, relative to
+    the Lebesgue measure of the canonical frame's free coordinates. Invariant under rigid
+    motions.
+
+    Arguments:
+        x: ``(*batch, 3N)`` configurations in nm.
+        frame: the frame atoms ``(a0, a1, a2)``.
+
+    Returns:
+        ``(*batch,)`` log Jacobians.
+
+    Example:
+        >>> import math
+        >>> x = torch.tensor([0.0, 0, 0, 2, 0, 0, 0, 3, 0])  # r01 = 2, r02 = 3, right angle
+        >>> round(frame_log_jacobian(x, (0, 1, 2)).item(), 6) == round(math.log(2**2 * 3), 6)
+        True
+    """
+    pos = x.reshape(*x.shape[:-1], -1, 3)
+    a0, a1, a2 = frame
+    e1 = pos[..., a1, :] - pos[..., a0, :]
+    e2 = pos[..., a2, :] - pos[..., a0, :]
+    area = torch.linalg.vector_norm(torch.linalg.cross(e1, e2), dim=-1)
+    return torch.log(torch.linalg.vector_norm(e1, dim=-1)) + torch.log(area)
 
 
 def _fixed_mask(n_atoms: int, frame: tuple[int, int, int], like: Tensor) -> Tensor:
