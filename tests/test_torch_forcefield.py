@@ -391,10 +391,9 @@ def test_temperature_and_duck_typed_systems(systems, configurations):
 
 
 def test_from_molecular_system(configurations):
-    systems_module = pytest.importorskip("physics.systems")
-    if not hasattr(systems_module, "alanine_dipeptide"):
-        pytest.skip("physics.systems.alanine_dipeptide is not available")
-    ala2 = systems_module.alanine_dipeptide(solvent="implicit", temperature=310.0)
+    from physics.systems import alanine_dipeptide
+
+    ala2 = alanine_dipeptide(solvent="implicit", temperature=310.0)
     ff = TorchForceField.from_openmm(ala2)
     assert ff.temperature == pytest.approx(310.0) and ff.n_atoms == 22
     x = torch.tensor(configurations["md"])
